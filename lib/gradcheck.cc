@@ -14,10 +14,10 @@ absl::Status CheckFinite(const Tensor& t, absl::string_view what) {
   for (int64_t i = 0; i < t.size(); ++i) {
     const double v = t.GetFlat(i);
     if (!std::isfinite(v)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          what, " has a non-finite value ", v, " at index [",
-          absl::StrJoin(t.Unravel(i), ", "),
-          "]; a gradient check needs finite inputs"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, " has a non-finite value ", v, " at index [",
+                       absl::StrJoin(t.Unravel(i), ", "),
+                       "]; a gradient check needs finite inputs"));
     }
   }
   return absl::OkStatus();
@@ -42,10 +42,9 @@ absl::StatusOr<Tensor> NumericalGradient(
     if (!fp.ok()) return fp.status();
     if (!fm.ok()) return fm.status();
     if (fp->shape() != dout.shape()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("gradient check: dout has shape ",
-                       ShapeString(dout.shape()), " but f(x) has shape ",
-                       ShapeString(fp->shape())));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "gradient check: dout has shape ", ShapeString(dout.shape()),
+          " but f(x) has shape ", ShapeString(fp->shape())));
     }
     double sum = 0;
     for (int64_t k = 0; k < dout.size(); ++k) {
@@ -60,8 +59,7 @@ absl::StatusOr<GradCheckReport> GradCheck(const LayerSpec& spec, Impl impl,
                                           const TensorMap& inputs,
                                           const GradCheckOptions& options) {
   LS_ASSIGN_OR_RETURN(const LayerDef* def, FindLayer(spec.name));
-  LS_ASSIGN_OR_RETURN(TensorDesc out_desc,
-                      InferOutput(spec, DescsOf(inputs)));
+  LS_ASSIGN_OR_RETURN(TensorDesc out_desc, InferOutput(spec, DescsOf(inputs)));
   if (!(std::isfinite(options.h) && options.h > 0)) {
     return absl::InvalidArgumentError(
         absl::StrCat("h: the step must be finite and > 0, got ", options.h));
@@ -73,9 +71,9 @@ absl::StatusOr<GradCheckReport> GradCheck(const LayerSpec& spec, Impl impl,
   Tensor generated;
   const Tensor* dout = options.dout;
   if (dout == nullptr || dout->empty()) {
-    LS_ASSIGN_OR_RETURN(generated, Tensor::RandomNormal(out_desc.dtype,
-                                                        out_desc.shape,
-                                                        options.seed));
+    LS_ASSIGN_OR_RETURN(
+        generated,
+        Tensor::RandomNormal(out_desc.dtype, out_desc.shape, options.seed));
     dout = &generated;
   }
   LS_RETURN_IF_ERROR(CheckFinite(*dout, "dout"));

@@ -32,8 +32,8 @@ struct GradCheckOptions {
 };
 
 struct GradCheckResult {
-  std::string input;                 // "x", "w", "b"
-  double rel_error = 0;              // the seed's rel_error(numeric, analytic)
+  std::string input;     // "x", "w", "b"
+  double rel_error = 0;  // the seed's rel_error(numeric, analytic)
   double max_abs_error = 0;
   std::vector<int64_t> worst_index;  // multi-index of the worst rel error
   Tensor numeric;                    // only with return_gradients
@@ -42,7 +42,7 @@ struct GradCheckResult {
 
 struct GradCheckReport {
   std::vector<GradCheckResult> results;  // one per input, in input order
-  std::string impl_name;                 // implementation whose grads we checked
+  std::string impl_name;  // implementation whose grads we checked
 };
 
 // Checks every input of `spec`'s layer. The same validation as Forward;

@@ -21,7 +21,7 @@ const std::vector<const LayerDef*>& AllLayers() {
   // linker would silently drop those.
   static const std::vector<const LayerDef*>* const table =
       new std::vector<const LayerDef*>{
-          &ConvLayerDef(),     &MaxPoolLayerDef(),     &ReluLayerDef(),
+          &ConvLayerDef(),     &MaxPoolLayerDef(),      &ReluLayerDef(),
           &ConvReluLayerDef(), &ConvReluPoolLayerDef(),
       };
   return *table;
@@ -56,7 +56,7 @@ absl::Status CheckInputSet(const LayerDef& def, const DescMap& inputs) {
     }
   }
   const std::set<absl::string_view> allowed(def.inputs.begin(),
-                                           def.inputs.end());
+                                            def.inputs.end());
   for (const auto& [name, desc] : inputs) {
     if (allowed.count(name) == 0) {
       return absl::InvalidArgumentError(
@@ -104,13 +104,11 @@ absl::StatusOr<ForwardResult> Forward(const LayerSpec& spec, Impl impl,
   LS_ASSIGN_OR_RETURN(const LayerDef* def, FindLayer(spec.name));
   const bool fallback = FallsBack(*def, impl);
   if (fallback) impl = Impl::kNaive;
-  LS_ASSIGN_OR_RETURN(TensorDesc out_desc,
-                      InferOutput(spec, DescsOf(inputs)));
+  LS_ASSIGN_OR_RETURN(TensorDesc out_desc, InferOutput(spec, DescsOf(inputs)));
   LS_ASSIGN_OR_RETURN(Tensor out,
                       Tensor::Zeros(out_desc.dtype, std::move(out_desc.shape)));
   ForwardResult result;
-  LS_ASSIGN_OR_RETURN(result.impl_name,
-                      def->forward(spec, impl, inputs, &out));
+  LS_ASSIGN_OR_RETURN(result.impl_name, def->forward(spec, impl, inputs, &out));
   if (fallback) absl::StrAppend(&result.impl_name, kNoFastPath);
   result.outputs.emplace(std::string(def->output), std::move(out));
   return result;
@@ -122,17 +120,16 @@ absl::StatusOr<BackwardResult> Backward(const LayerSpec& spec, Impl impl,
   LS_ASSIGN_OR_RETURN(const LayerDef* def, FindLayer(spec.name));
   const bool fallback = FallsBack(*def, impl);
   if (fallback) impl = Impl::kNaive;
-  LS_ASSIGN_OR_RETURN(TensorDesc out_desc,
-                      InferOutput(spec, DescsOf(inputs)));
+  LS_ASSIGN_OR_RETURN(TensorDesc out_desc, InferOutput(spec, DescsOf(inputs)));
   if (dout.empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat(def->name, ": dout is missing (expected shape ",
                      ShapeString(out_desc.shape), ")"));
   }
   if (dout.dtype() != out_desc.dtype) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        def->name, ": dout is ", DTypeName(dout.dtype()), " but the inputs are ",
-        DTypeName(out_desc.dtype)));
+    return absl::InvalidArgumentError(
+        absl::StrCat(def->name, ": dout is ", DTypeName(dout.dtype()),
+                     " but the inputs are ", DTypeName(out_desc.dtype)));
   }
   if (dout.shape() != out_desc.shape) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -11,10 +11,10 @@
 #ifndef LAYERSERVE_LIB_REGISTRY_H_
 #define LAYERSERVE_LIB_REGISTRY_H_
 
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "lib/layers/layer.h"
 #include "lib/tensor.h"
 

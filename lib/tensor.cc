@@ -32,8 +32,8 @@ absl::string_view DTypeName(DType dtype) {
 absl::StatusOr<DType> ParseDType(absl::string_view name) {
   if (name == "float32" || name == "f32") return DType::kFloat32;
   if (name == "float64" || name == "f64") return DType::kFloat64;
-  return absl::InvalidArgumentError(absl::StrCat(
-      "dtype: expected float32 or float64, got '", name, "'"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("dtype: expected float32 or float64, got '", name, "'"));
 }
 
 std::string ShapeString(const Shape& shape) {
@@ -89,9 +89,9 @@ absl::StatusOr<Tensor> Tensor::Zeros(DType dtype, Shape shape) {
   size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
   void* p = std::aligned_alloc(kAlignment, rounded);
   if (p == nullptr) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "cannot allocate ", bytes, " bytes for a tensor of shape ",
-        ShapeString(t.shape_)));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("cannot allocate ", bytes, " bytes for a tensor of shape ",
+                     ShapeString(t.shape_)));
   }
   std::memset(p, 0, rounded);
   t.data_.reset(p);
@@ -183,9 +183,9 @@ namespace {
 absl::Status CheckSameShape(const Tensor& a, const Tensor& b,
                             absl::string_view what) {
   if (a.shape() != b.shape()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        what, ": shapes differ: ", ShapeString(a.shape()), " vs ",
-        ShapeString(b.shape())));
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": shapes differ: ", ShapeString(a.shape()), " vs ",
+                     ShapeString(b.shape())));
   }
   return absl::OkStatus();
 }
@@ -198,7 +198,8 @@ absl::StatusOr<double> RelError(const Tensor& a, const Tensor& b) {
   double worst = 0;
   for (int64_t i = 0; i < a.size(); ++i) {
     const double x = a.GetFlat(i), y = b.GetFlat(i);
-    const double e = std::abs(x - y) / std::max(1e-8, std::abs(x) + std::abs(y));
+    const double e =
+        std::abs(x - y) / std::max(1e-8, std::abs(x) + std::abs(y));
     // NaN must not hide behind max(): a NaN anywhere makes the error NaN.
     if (std::isnan(e)) return e;
     worst = std::max(worst, e);

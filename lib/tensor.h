@@ -16,11 +16,11 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace layerserve {
 
@@ -79,8 +79,8 @@ class Tensor {
   static absl::StatusOr<Tensor> Zeros(DType dtype, Shape shape);
   // numpy.linspace(start, stop, prod(shape)).reshape(shape): value i is
   // start + i * (stop - start) / (n - 1), and the last is exactly `stop`.
-  static absl::StatusOr<Tensor> Linspace(DType dtype, Shape shape,
-                                         double start, double stop);
+  static absl::StatusOr<Tensor> Linspace(DType dtype, Shape shape, double start,
+                                         double stop);
   // Standard-normal values from a seeded generator: the same seed gives the
   // same values on every machine (our own Box-Muller over mt19937_64, not
   // std::normal_distribution, whose algorithm is implementation-defined).
@@ -97,7 +97,9 @@ class Tensor {
   int rank() const { return static_cast<int>(shape_.size()); }
   int64_t dim(int i) const { return shape_[static_cast<size_t>(i)]; }
   int64_t size() const { return size_; }
-  size_t nbytes() const { return static_cast<size_t>(size_) * ItemSize(dtype_); }
+  size_t nbytes() const {
+    return static_cast<size_t>(size_) * ItemSize(dtype_);
+  }
   TensorDesc desc() const { return TensorDesc{dtype_, shape_}; }
 
   void* raw_data() { return data_.get(); }

@@ -1,12 +1,11 @@
 #include "lib/threading.h"
 
+#include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
 #include <atomic>
 #include <thread>
-
-#include <cblas.h>
 
 namespace layerserve {
 namespace {
@@ -52,7 +51,8 @@ ComputeSlot::~ComputeSlot() { ActiveSlots().fetch_sub(1); }
 void ParallelFor(int64_t n, int64_t grain,
                  const std::function<void(int64_t, int64_t)>& fn) {
   if (n <= 0) return;
-  const int64_t max_chunks = std::max<int64_t>(1, n / std::max<int64_t>(1, grain));
+  const int64_t max_chunks =
+      std::max<int64_t>(1, n / std::max<int64_t>(1, grain));
   const int threads =
       static_cast<int>(std::min<int64_t>(ThreadsForThisCall(), max_chunks));
   if (threads <= 1) {

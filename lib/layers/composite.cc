@@ -100,9 +100,8 @@ const LayerDef& ConvReluLayerDef() {
                   const DescMap& in) -> absl::StatusOr<TensorDesc> {
       LS_ASSIGN_OR_RETURN(
           Shape out,
-          ConvOutputShape(spec.name, Input(in, "x").shape,
-                          Input(in, "w").shape, Input(in, "b").shape,
-                          spec.conv));
+          ConvOutputShape(spec.name, Input(in, "x").shape, Input(in, "w").shape,
+                          Input(in, "b").shape, spec.conv));
       return TensorDesc{Input(in, "x").dtype, std::move(out)};
     };
     d->forward = [](const LayerSpec& spec, Impl impl, const TensorMap& in,
@@ -126,16 +125,15 @@ const LayerDef& ConvReluLayerDef() {
 
 const LayerDef& ConvReluPoolLayerDef() {
   static const LayerDef* const def = [] {
-    LayerDef* d = ConvBase("conv_relu_pool",
-                           "conv followed by relu and max pooling");
+    LayerDef* d =
+        ConvBase("conv_relu_pool", "conv followed by relu and max pooling");
     d->params = {ParamKind::kConv, ParamKind::kPool};
     d->infer = [](const LayerSpec& spec,
                   const DescMap& in) -> absl::StatusOr<TensorDesc> {
       LS_ASSIGN_OR_RETURN(
           Shape conv_out,
-          ConvOutputShape(spec.name, Input(in, "x").shape,
-                          Input(in, "w").shape, Input(in, "b").shape,
-                          spec.conv));
+          ConvOutputShape(spec.name, Input(in, "x").shape, Input(in, "w").shape,
+                          Input(in, "b").shape, spec.conv));
       LS_ASSIGN_OR_RETURN(Shape out,
                           MaxPoolOutputShape(spec.name, conv_out, spec.pool));
       return TensorDesc{Input(in, "x").dtype, std::move(out)};

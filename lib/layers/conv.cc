@@ -34,10 +34,10 @@ absl::StatusOr<int64_t> ConvOutDim(absl::string_view layer,
   }
   const int64_t padded = in + 2 * p.pad;
   if (kernel > padded) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        layer, ": kernel ", what, " ", kernel, " (", k_field,
-        ") exceeds the padded input ", what, " ", padded, " (", in_field,
-        " + 2 * pad = ", in, " + 2 * ", p.pad, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(layer, ": kernel ", what, " ", kernel, " (", k_field,
+                     ") exceeds the padded input ", what, " ", padded, " (",
+                     in_field, " + 2 * pad = ", in, " + 2 * ", p.pad, ")"));
   }
   return 1 + (padded - kernel) / p.stride;
 }
@@ -51,10 +51,9 @@ absl::StatusOr<Shape> ConvOutputShape(absl::string_view layer, const Shape& x,
   LS_RETURN_IF_ERROR(CheckRank(layer, "w", w, 4, "(F, C, HH, WW)"));
   LS_RETURN_IF_ERROR(CheckRank(layer, "b", b, 1, "(F,)"));
   if (x[1] != w[1]) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(layer, ": input x has ", x[1],
-                     " channels (x.shape[1]) but w expects ", w[1],
-                     " (w.shape[1])"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        layer, ": input x has ", x[1], " channels (x.shape[1]) but w expects ",
+        w[1], " (w.shape[1])"));
   }
   if (b[0] != w[0]) {
     return absl::InvalidArgumentError(
@@ -69,12 +68,10 @@ absl::StatusOr<Shape> ConvOutputShape(absl::string_view layer, const Shape& x,
     return absl::InvalidArgumentError(
         absl::StrCat(layer, ": conv_param.pad must be >= 0, got ", p.pad));
   }
-  LS_ASSIGN_OR_RETURN(
-      int64_t ho, ConvOutDim(layer, "height", x[2], w[2], p, "x.shape[2]",
-                             "w.shape[2]"));
-  LS_ASSIGN_OR_RETURN(
-      int64_t wo, ConvOutDim(layer, "width", x[3], w[3], p, "x.shape[3]",
-                             "w.shape[3]"));
+  LS_ASSIGN_OR_RETURN(int64_t ho, ConvOutDim(layer, "height", x[2], w[2], p,
+                                             "x.shape[2]", "w.shape[2]"));
+  LS_ASSIGN_OR_RETURN(int64_t wo, ConvOutDim(layer, "width", x[3], w[3], p,
+                                             "x.shape[3]", "w.shape[3]"));
   Shape out = {x[0], w[0], ho, wo};
   LS_RETURN_IF_ERROR(ValidateShape(out, absl::StrCat(layer, ": output")));
   return out;
@@ -96,9 +93,8 @@ const LayerDef& ConvLayerDef() {
                   const DescMap& in) -> absl::StatusOr<TensorDesc> {
       LS_ASSIGN_OR_RETURN(
           Shape out,
-          ConvOutputShape(spec.name, Input(in, "x").shape,
-                          Input(in, "w").shape, Input(in, "b").shape,
-                          spec.conv));
+          ConvOutputShape(spec.name, Input(in, "x").shape, Input(in, "w").shape,
+                          Input(in, "b").shape, spec.conv));
       return TensorDesc{Input(in, "x").dtype, std::move(out)};
     };
     d->forward = [](const LayerSpec& spec, Impl impl, const TensorMap& in,

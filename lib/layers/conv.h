@@ -11,9 +11,9 @@
 #define LAYERSERVE_LIB_LAYERS_CONV_H_
 
 #include <string>
-#include "absl/strings/string_view.h"
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "lib/layers/layer.h"
 #include "lib/tensor.h"
 
@@ -21,18 +21,17 @@ namespace layerserve {
 
 // Validates ranks, channel/filter agreement, params and that the kernel fits
 // the padded input; returns the output shape. `layer` prefixes messages.
-absl::StatusOr<Shape> ConvOutputShape(absl::string_view layer,
-                                      const Shape& x, const Shape& w,
-                                      const Shape& b, const ConvParam& p);
+absl::StatusOr<Shape> ConvOutputShape(absl::string_view layer, const Shape& x,
+                                      const Shape& w, const Shape& b,
+                                      const ConvParam& p);
 
 namespace naive {
 absl::StatusOr<std::string> ConvForward(const Tensor& x, const Tensor& w,
                                         const Tensor& b, const ConvParam& p,
                                         Tensor* out);
 absl::StatusOr<std::string> ConvBackward(const Tensor& x, const Tensor& w,
-                                         const ConvParam& p,
-                                         const Tensor& dout, Tensor* dx,
-                                         Tensor* dw, Tensor* db);
+                                         const ConvParam& p, const Tensor& dout,
+                                         Tensor* dx, Tensor* dw, Tensor* db);
 }  // namespace naive
 
 namespace fast {
@@ -42,12 +41,11 @@ absl::StatusOr<std::string> ConvForward(const Tensor& x, const Tensor& w,
 // conv followed by relu, fused where the implementation can (a oneDNN
 // post-op for float32).
 absl::StatusOr<std::string> ConvReluForward(const Tensor& x, const Tensor& w,
-                                            const Tensor& b,
-                                            const ConvParam& p, Tensor* out);
+                                            const Tensor& b, const ConvParam& p,
+                                            Tensor* out);
 absl::StatusOr<std::string> ConvBackward(const Tensor& x, const Tensor& w,
-                                         const ConvParam& p,
-                                         const Tensor& dout, Tensor* dx,
-                                         Tensor* dw, Tensor* db);
+                                         const ConvParam& p, const Tensor& dout,
+                                         Tensor* dx, Tensor* dw, Tensor* db);
 }  // namespace fast
 
 }  // namespace layerserve

@@ -13,11 +13,11 @@
 #include <functional>
 #include <map>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "lib/tensor.h"
 
 namespace layerserve {
@@ -50,12 +50,12 @@ using TensorMap = std::map<std::string, Tensor, std::less<>>;
 using DescMap = std::map<std::string, TensorDesc, std::less<>>;
 
 struct ForwardResult {
-  TensorMap outputs;        // keyed by LayerDef::output ("out")
-  std::string impl_name;    // which implementation ran, oneDNN style
+  TensorMap outputs;      // keyed by LayerDef::output ("out")
+  std::string impl_name;  // which implementation ran, oneDNN style
 };
 
 struct BackwardResult {
-  TensorMap grads;          // keyed by LayerDef::grads ("dx", "dw", "db")
+  TensorMap grads;  // keyed by LayerDef::grads ("dx", "dw", "db")
   std::string impl_name;
 };
 
@@ -69,8 +69,8 @@ struct LayerDef {
   absl::string_view summary;
   std::vector<absl::string_view> inputs;  // the seed's argument names
   std::vector<ParamKind> params;
-  absl::string_view output;               // "out"
-  std::vector<absl::string_view> grads;   // "d" + input, in input order
+  absl::string_view output;              // "out"
+  std::vector<absl::string_view> grads;  // "d" + input, in input order
   bool has_fast = false;                 // FAST would not fall back to naive
 
   // Validates shapes and params of inputs that are known to be present and
@@ -80,16 +80,14 @@ struct LayerDef {
       infer;
   // Computes outputs into `out` (pre-allocated with the inferred desc,
   // zero-filled). Returns the implementation name that ran.
-  std::function<absl::StatusOr<std::string>(const LayerSpec&, Impl,
-                                            const TensorMap& inputs,
-                                            Tensor* out)>
+  std::function<absl::StatusOr<std::string>(
+      const LayerSpec&, Impl, const TensorMap& inputs, Tensor* out)>
       forward;
   // Computes every gradient into `grads`, pre-allocated with the inputs'
   // descs and zero-filled, keyed by grad name.
-  std::function<absl::StatusOr<std::string>(const LayerSpec&, Impl,
-                                            const TensorMap& inputs,
-                                            const Tensor& dout,
-                                            TensorMap* grads)>
+  std::function<absl::StatusOr<std::string>(
+      const LayerSpec&, Impl, const TensorMap& inputs, const Tensor& dout,
+      TensorMap* grads)>
       backward;
 };
 

@@ -26,14 +26,14 @@ absl::StatusOr<Shape> MaxPoolOutputShape(absl::string_view layer,
     }
   }
   if (p.pool_height > x[2]) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        layer, ": pool_param.pool_height ", p.pool_height,
-        " exceeds the input height ", x[2], " (x.shape[2])"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(layer, ": pool_param.pool_height ", p.pool_height,
+                     " exceeds the input height ", x[2], " (x.shape[2])"));
   }
   if (p.pool_width > x[3]) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        layer, ": pool_param.pool_width ", p.pool_width,
-        " exceeds the input width ", x[3], " (x.shape[3])"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(layer, ": pool_param.pool_width ", p.pool_width,
+                     " exceeds the input width ", x[3], " (x.shape[3])"));
   }
   return Shape{x[0], x[1], 1 + (x[2] - p.pool_height) / p.stride,
                1 + (x[3] - p.pool_width) / p.stride};
@@ -52,8 +52,8 @@ const LayerDef& MaxPoolLayerDef() {
     d->infer = [](const LayerSpec& spec,
                   const DescMap& in) -> absl::StatusOr<TensorDesc> {
       LS_ASSIGN_OR_RETURN(
-          Shape out, MaxPoolOutputShape(spec.name, Input(in, "x").shape,
-                                        spec.pool));
+          Shape out,
+          MaxPoolOutputShape(spec.name, Input(in, "x").shape, spec.pool));
       return TensorDesc{Input(in, "x").dtype, std::move(out)};
     };
     d->forward = [](const LayerSpec& spec, Impl impl, const TensorMap& in,

@@ -10,9 +10,9 @@
 #define LAYERSERVE_LIB_LAYERS_POOL_H_
 
 #include <string>
-#include "absl/strings/string_view.h"
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "lib/layers/layer.h"
 #include "lib/tensor.h"
 
@@ -25,16 +25,14 @@ namespace naive {
 absl::StatusOr<std::string> MaxPoolForward(const Tensor& x, const PoolParam& p,
                                            Tensor* out);
 // dx must be zero-filled: windows that overlap accumulate into it.
-absl::StatusOr<std::string> MaxPoolBackward(const Tensor& x,
-                                            const PoolParam& p,
+absl::StatusOr<std::string> MaxPoolBackward(const Tensor& x, const PoolParam& p,
                                             const Tensor& dout, Tensor* dx);
 }  // namespace naive
 
 namespace fast {
 absl::StatusOr<std::string> MaxPoolForward(const Tensor& x, const PoolParam& p,
                                            Tensor* out);
-absl::StatusOr<std::string> MaxPoolBackward(const Tensor& x,
-                                            const PoolParam& p,
+absl::StatusOr<std::string> MaxPoolBackward(const Tensor& x, const PoolParam& p,
                                             const Tensor& dout, Tensor* dx);
 }  // namespace fast
 

@@ -1,9 +1,9 @@
 // The reference convolution: plain loops in the seed's structure, every sum
 // accumulated in double whatever the storage dtype. It is the oracle the fast
 // paths are tested against, so it stays obviously correct rather than fast.
-#include <cstdint>
-
 #include "lib/layers/conv.h"
+
+#include <cstdint>
 
 namespace layerserve::naive {
 namespace {
@@ -28,12 +28,13 @@ void Forward(const Tensor& xt, const Tensor& wt, const Tensor& bt,
           for (int64_t c = 0; c < C; ++c) {
             for (int64_t kh = 0; kh < HH; ++kh) {
               const int64_t h = i * S + kh - P;  // row in unpadded x
-              if (h < 0 || h >= H) continue;   // zero padding
+              if (h < 0 || h >= H) continue;     // zero padding
               for (int64_t kw = 0; kw < WW; ++kw) {
                 const int64_t v = j * S + kw - P;
                 if (v < 0 || v >= W) continue;
-                sum += static_cast<double>(x[((n * C + c) * H + h) * W + v]) *
-                       static_cast<double>(w[((f * C + c) * HH + kh) * WW + kw]);
+                sum +=
+                    static_cast<double>(x[((n * C + c) * H + h) * W + v]) *
+                    static_cast<double>(w[((f * C + c) * HH + kh) * WW + kw]);
               }
             }
           }
@@ -85,9 +86,12 @@ void Backward(const Tensor& xt, const Tensor& wt, const ConvParam& p,
       }
     }
   }
-  for (size_t i = 0; i < dx.size(); ++i) dxt->data<T>()[i] = static_cast<T>(dx[i]);
-  for (size_t i = 0; i < dw.size(); ++i) dwt->data<T>()[i] = static_cast<T>(dw[i]);
-  for (size_t i = 0; i < db.size(); ++i) dbt->data<T>()[i] = static_cast<T>(db[i]);
+  for (size_t i = 0; i < dx.size(); ++i)
+    dxt->data<T>()[i] = static_cast<T>(dx[i]);
+  for (size_t i = 0; i < dw.size(); ++i)
+    dwt->data<T>()[i] = static_cast<T>(dw[i]);
+  for (size_t i = 0; i < db.size(); ++i)
+    dbt->data<T>()[i] = static_cast<T>(db[i]);
 }
 
 }  // namespace
@@ -104,9 +108,8 @@ absl::StatusOr<std::string> ConvForward(const Tensor& x, const Tensor& w,
 }
 
 absl::StatusOr<std::string> ConvBackward(const Tensor& x, const Tensor& w,
-                                         const ConvParam& p,
-                                         const Tensor& dout, Tensor* dx,
-                                         Tensor* dw, Tensor* db) {
+                                         const ConvParam& p, const Tensor& dout,
+                                         Tensor* dx, Tensor* dw, Tensor* db) {
   if (x.dtype() == DType::kFloat32) {
     Backward<float>(x, w, p, dout, dx, dw, db);
   } else {

@@ -1,8 +1,8 @@
 // The reference max pooling: the seed's loops. Comparisons are exact in any
 // dtype, so no widening is needed here.
-#include <cstdint>
-
 #include "lib/layers/pool.h"
+
+#include <cstdint>
 
 namespace layerserve::naive {
 namespace {
@@ -75,8 +75,7 @@ absl::StatusOr<std::string> MaxPoolForward(const Tensor& x, const PoolParam& p,
   return std::string("naive");
 }
 
-absl::StatusOr<std::string> MaxPoolBackward(const Tensor& x,
-                                            const PoolParam& p,
+absl::StatusOr<std::string> MaxPoolBackward(const Tensor& x, const PoolParam& p,
                                             const Tensor& dout, Tensor* dx) {
   if (x.dtype() == DType::kFloat32) {
     Backward<float>(x, p, dout, dx);

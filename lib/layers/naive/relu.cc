@@ -1,6 +1,6 @@
-#include <cstdint>
-
 #include "lib/layers/relu.h"
+
+#include <cstdint>
 
 namespace layerserve::naive {
 namespace {
