@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "lib/cancel.h"
 #include "lib/registry.h"
 #include "lib/status_macros.h"
 
@@ -28,6 +29,7 @@ absl::StatusOr<Tensor> NumericalGradient(
     const Tensor& dout, double h) {
   LS_ASSIGN_OR_RETURN(Tensor grad, Tensor::Zeros(x.dtype(), x.shape()));
   for (int64_t i = 0; i < x.size(); ++i) {
+    LS_RETURN_IF_ERROR(CheckCancelled());
     const double old = x.GetFlat(i);
     x.SetFlat(i, old + h);
     // The step actually taken: in float32, old + h rounds, and dividing by

@@ -1,8 +1,9 @@
 // ReLU over a flat array: memory-bound, so the only things that matter are a
 // vectorizable loop body and threads on large arrays.
+#include "lib/layers/relu.h"
+
 #include <cstdint>
 
-#include "lib/layers/relu.h"
 #include "lib/threading.h"
 
 namespace layerserve::fast {

@@ -5,12 +5,15 @@
 
 #include <cstdint>
 
+#include "lib/cancel.h"
+#include "lib/status_macros.h"
+
 namespace layerserve::naive {
 namespace {
 
 template <typename T>
-void Forward(const Tensor& xt, const Tensor& wt, const Tensor& bt,
-             const ConvParam& p, Tensor* outt) {
+absl::Status Forward(const Tensor& xt, const Tensor& wt, const Tensor& bt,
+                     const ConvParam& p, Tensor* outt) {
   const int64_t N = xt.dim(0), C = xt.dim(1), H = xt.dim(2), W = xt.dim(3);
   const int64_t F = wt.dim(0), HH = wt.dim(2), WW = wt.dim(3);
   const int64_t Ho = outt->dim(2), Wo = outt->dim(3);
@@ -23,6 +26,8 @@ void Forward(const Tensor& xt, const Tensor& wt, const Tensor& bt,
   for (int64_t n = 0; n < N; ++n) {
     for (int64_t f = 0; f < F; ++f) {
       for (int64_t i = 0; i < Ho; ++i) {
+        // A big layer runs for minutes here; let an abandoned call stop.
+        LS_RETURN_IF_ERROR(CheckCancelled());
         for (int64_t j = 0; j < Wo; ++j) {
           double sum = b[f];
           for (int64_t c = 0; c < C; ++c) {
@@ -43,11 +48,13 @@ void Forward(const Tensor& xt, const Tensor& wt, const Tensor& bt,
       }
     }
   }
+  return absl::OkStatus();
 }
 
 template <typename T>
-void Backward(const Tensor& xt, const Tensor& wt, const ConvParam& p,
-              const Tensor& doutt, Tensor* dxt, Tensor* dwt, Tensor* dbt) {
+absl::Status Backward(const Tensor& xt, const Tensor& wt, const ConvParam& p,
+                      const Tensor& doutt, Tensor* dxt, Tensor* dwt,
+                      Tensor* dbt) {
   const int64_t N = xt.dim(0), C = xt.dim(1), H = xt.dim(2), W = xt.dim(3);
   const int64_t F = wt.dim(0), HH = wt.dim(2), WW = wt.dim(3);
   const int64_t Ho = doutt.dim(2), Wo = doutt.dim(3);
@@ -65,6 +72,7 @@ void Backward(const Tensor& xt, const Tensor& wt, const ConvParam& p,
   for (int64_t n = 0; n < N; ++n) {
     for (int64_t f = 0; f < F; ++f) {
       for (int64_t i = 0; i < Ho; ++i) {
+        LS_RETURN_IF_ERROR(CheckCancelled());
         for (int64_t j = 0; j < Wo; ++j) {
           const double g = dout[((n * F + f) * Ho + i) * Wo + j];
           db[f] += g;
@@ -99,22 +107,18 @@ void Backward(const Tensor& xt, const Tensor& wt, const ConvParam& p,
 absl::StatusOr<std::string> ConvForward(const Tensor& x, const Tensor& w,
                                         const Tensor& b, const ConvParam& p,
                                         Tensor* out) {
-  if (x.dtype() == DType::kFloat32) {
-    Forward<float>(x, w, b, p, out);
-  } else {
-    Forward<double>(x, w, b, p, out);
-  }
+  LS_RETURN_IF_ERROR(x.dtype() == DType::kFloat32
+                         ? Forward<float>(x, w, b, p, out)
+                         : Forward<double>(x, w, b, p, out));
   return std::string("naive");
 }
 
 absl::StatusOr<std::string> ConvBackward(const Tensor& x, const Tensor& w,
                                          const ConvParam& p, const Tensor& dout,
                                          Tensor* dx, Tensor* dw, Tensor* db) {
-  if (x.dtype() == DType::kFloat32) {
-    Backward<float>(x, w, p, dout, dx, dw, db);
-  } else {
-    Backward<double>(x, w, p, dout, dx, dw, db);
-  }
+  LS_RETURN_IF_ERROR(x.dtype() == DType::kFloat32
+                         ? Backward<float>(x, w, p, dout, dx, dw, db)
+                         : Backward<double>(x, w, p, dout, dx, dw, db));
   return std::string("naive");
 }
 

@@ -4,17 +4,21 @@
 
 #include <cstdint>
 
+#include "lib/cancel.h"
+#include "lib/status_macros.h"
+
 namespace layerserve::naive {
 namespace {
 
 template <typename T>
-void Forward(const Tensor& xt, const PoolParam& p, Tensor* outt) {
+absl::Status Forward(const Tensor& xt, const PoolParam& p, Tensor* outt) {
   const int64_t N = xt.dim(0), C = xt.dim(1), H = xt.dim(2), W = xt.dim(3);
   const int64_t Ho = outt->dim(2), Wo = outt->dim(3);
   const T* x = xt.data<T>();
   T* out = outt->data<T>();
   for (int64_t n = 0; n < N; ++n) {
     for (int64_t c = 0; c < C; ++c) {
+      LS_RETURN_IF_ERROR(CheckCancelled());
       const T* plane = x + (n * C + c) * H * W;
       for (int64_t i = 0; i < Ho; ++i) {
         for (int64_t j = 0; j < Wo; ++j) {
@@ -32,11 +36,12 @@ void Forward(const Tensor& xt, const PoolParam& p, Tensor* outt) {
       }
     }
   }
+  return absl::OkStatus();
 }
 
 template <typename T>
-void Backward(const Tensor& xt, const PoolParam& p, const Tensor& doutt,
-              Tensor* dxt) {
+absl::Status Backward(const Tensor& xt, const PoolParam& p, const Tensor& doutt,
+                      Tensor* dxt) {
   const int64_t N = xt.dim(0), C = xt.dim(1), H = xt.dim(2), W = xt.dim(3);
   const int64_t Ho = doutt.dim(2), Wo = doutt.dim(3);
   const T* x = xt.data<T>();
@@ -44,6 +49,7 @@ void Backward(const Tensor& xt, const PoolParam& p, const Tensor& doutt,
   T* dx = dxt->data<T>();
   for (int64_t n = 0; n < N; ++n) {
     for (int64_t c = 0; c < C; ++c) {
+      LS_RETURN_IF_ERROR(CheckCancelled());
       const int64_t base = (n * C + c) * H * W;
       for (int64_t i = 0; i < Ho; ++i) {
         for (int64_t j = 0; j < Wo; ++j) {
@@ -61,27 +67,23 @@ void Backward(const Tensor& xt, const PoolParam& p, const Tensor& doutt,
       }
     }
   }
+  return absl::OkStatus();
 }
 
 }  // namespace
 
 absl::StatusOr<std::string> MaxPoolForward(const Tensor& x, const PoolParam& p,
                                            Tensor* out) {
-  if (x.dtype() == DType::kFloat32) {
-    Forward<float>(x, p, out);
-  } else {
-    Forward<double>(x, p, out);
-  }
+  LS_RETURN_IF_ERROR(x.dtype() == DType::kFloat32 ? Forward<float>(x, p, out)
+                                                  : Forward<double>(x, p, out));
   return std::string("naive");
 }
 
 absl::StatusOr<std::string> MaxPoolBackward(const Tensor& x, const PoolParam& p,
                                             const Tensor& dout, Tensor* dx) {
-  if (x.dtype() == DType::kFloat32) {
-    Backward<float>(x, p, dout, dx);
-  } else {
-    Backward<double>(x, p, dout, dx);
-  }
+  LS_RETURN_IF_ERROR(x.dtype() == DType::kFloat32
+                         ? Backward<float>(x, p, dout, dx)
+                         : Backward<double>(x, p, dout, dx));
   return std::string("naive");
 }
 
