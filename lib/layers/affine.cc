@@ -1,0 +1,44 @@
+// The affine family: validation (and, with the registry, its row).
+#include "lib/layers/affine.h"
+
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+
+namespace layerserve {
+
+absl::StatusOr<Shape> AffineOutputShape(absl::string_view layer, const Shape& x,
+                                        const Shape& w, const Shape& b) {
+  if (x.size() < 2) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        layer, ": input x must have rank >= 2 (N, d1, ...), got rank ",
+        x.size(), " (shape ", ShapeString(x), ")"));
+  }
+  if (w.size() != 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(layer, ": input w must have rank 2 (D, M), got rank ",
+                     w.size(), " (shape ", ShapeString(w), ")"));
+  }
+  if (b.size() != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(layer, ": input b must have rank 1 (M,), got rank ",
+                     b.size(), " (shape ", ShapeString(b), ")"));
+  }
+  int64_t d = 1;
+  for (size_t i = 1; i < x.size(); ++i) d *= x[i];  // x is validated
+  if (d != w[0]) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(layer, ": input x has ", d,
+                     " features per sample (prod of x.shape[1:] = ",
+                     ShapeString(Shape(x.begin() + 1, x.end())),
+                     ") but w expects ", w[0], " (w.shape[0])"));
+  }
+  if (b[0] != w[1]) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(layer, ": input b has ", b[0], " elements but w has ",
+                     w[1], " outputs (w.shape[1])"));
+  }
+  return Shape{x[0], w[1]};
+}
+
+}  // namespace layerserve
