@@ -100,6 +100,7 @@ absl::Status Backward(const Tensor& xt, const Tensor& wt, const ConvParam& p,
     dwt->data<T>()[i] = static_cast<T>(dw[i]);
   for (size_t i = 0; i < db.size(); ++i)
     dbt->data<T>()[i] = static_cast<T>(db[i]);
+  return absl::OkStatus();
 }
 
 }  // namespace
