@@ -1,0 +1,46 @@
+// layerserve: the LayerService gRPC server. Flags only; the work is in
+// RunServer (server/server.h).
+#include <cstdint>
+#include <cstdio>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/time/time.h"
+#include "server/server.h"
+
+ABSL_FLAG(std::string, address, "127.0.0.1:50051",
+          "host:port to listen on; port 0 picks a free port (printed on "
+          "stdout as 'listening on HOST:PORT')");
+ABSL_FLAG(int32_t, max_message_bytes, 512 << 20,
+          "largest request and response, bytes (both directions)");
+ABSL_FLAG(int64_t, max_tensor_elements, int64_t{64} << 20,
+          "largest tensor (input, dout, output or intermediate) a call may "
+          "use, elements; larger requests get RESOURCE_EXHAUSTED");
+ABSL_FLAG(int32_t, threads, 0,
+          "intra-op threads shared by all calls; 0 = the number of cores");
+ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
+          "after SIGINT/SIGTERM, how long in-flight calls may run on before "
+          "they are cancelled");
+ABSL_FLAG(bool, log_calls, true, "one line per call on stderr");
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "layerserve --address=HOST:PORT: serves layerserve.v1.LayerService");
+  absl::ParseCommandLine(argc, argv);
+  layerserve::server::ServerOptions options;
+  options.address = absl::GetFlag(FLAGS_address);
+  options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  options.threads = absl::GetFlag(FLAGS_threads);
+  options.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
+  options.service.max_tensor_elements =
+      absl::GetFlag(FLAGS_max_tensor_elements);
+  options.service.log_calls = absl::GetFlag(FLAGS_log_calls);
+  const absl::Status status = layerserve::server::RunServer(options);
+  if (!status.ok()) {
+    std::fprintf(stderr, "layerserve: %s\n", status.ToString().c_str());
+    return 1;
+  }
+  return 0;
+}
