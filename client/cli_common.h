@@ -1,0 +1,128 @@
+// What every layerctl subcommand shares: exit codes, the connection flags
+// (--server, --timeout, --json), the layer flags (--layer, --stride, ...),
+// turning positional `name=spec` arguments into request tensors, and
+// printing a failure as one line on stderr.
+//
+// Thread-safety: the functions are meant for the main thread of the CLI
+// (they write to stdout/stderr); nothing here has shared state.
+#ifndef LAYERSERVE_CLIENT_CLI_COMMON_H_
+#define LAYERSERVE_CLIENT_CLI_COMMON_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "client/cli_flags.h"
+#include "client/client.h"
+#include "layerserve/v1/layer_service.pb.h"
+#include "lib/layers/layer.h"
+#include "lib/tensor.h"
+
+namespace layerserve::client {
+
+// Exit codes scripts can rely on.
+enum ExitCode : int {
+  kExitOk = 0,
+  // The command ran but its check failed: a notebook cell or a gradient
+  // check over --max_rel_error failed, health is not SERVING, bench errors.
+  kExitCheckFailed = 1,
+  // The command line is wrong: unknown flag, bad value, bad tensor spec,
+  // missing or malformed .npy file, unwritable --out. Nothing was sent.
+  kExitUsage = 2,
+  // The RPC failed: server down or unreachable, deadline exceeded, or the
+  // server rejected the request (its status message is printed).
+  kExitRpc = 3,
+};
+
+inline constexpr char kDefaultServer[] = "127.0.0.1:50051";
+
+struct ConnectionFlags {
+  std::string server = kDefaultServer;
+  absl::Duration timeout = absl::Seconds(60);
+  bool json = false;
+};
+// Parses the command line of `command`: nullopt to go on, or the exit code
+// to return right away (0 after printing --help to stdout, kExitUsage after
+// printing the error).
+std::optional<int> ParseFlags(FlagSet& flags,
+                              const std::vector<std::string>& args,
+                              absl::string_view command);
+
+// Registers --server, --timeout (with `timeout` as its default) and --json.
+void AddConnectionFlags(FlagSet& flags, ConnectionFlags& values,
+                        absl::Duration timeout);
+
+// Checks --server (HOST:PORT with a port in 1..65535, or a gRPC URI such as
+// unix:PATH or dns:///HOST:PORT) and creates the channel (no I/O yet).
+absl::StatusOr<std::unique_ptr<LayerClient>> ConnectFromFlags(
+    const ConnectionFlags& flags);
+
+struct LayerFlags {
+  std::string layer;
+  int64_t stride = 1;
+  int64_t pad = 0;
+  int64_t pool_height = 2;
+  int64_t pool_width = 2;
+  int64_t pool_stride = 2;
+  std::string impl = "fast";
+  std::string dtype;  // empty: from the .npy inputs, else float64
+  uint64_t seed = 0;
+};
+// Registers --layer, --stride, --pad, --pool_height, --pool_width,
+// --pool_stride, --dtype, --seed, and --impl when `with_impl`.
+void AddLayerFlags(FlagSet& flags, LayerFlags& values, bool with_impl);
+
+// The request's layer spec. --stride is the conv stride for layers with a
+// conv_param and the pool stride for layers with only a pool_param
+// (max_pool); --pool_stride sets the pool stride of layers with both
+// (conv_relu_pool). A flag the layer does not use is an error, so that a
+// typo cannot silently run something else. Layers this build does not know
+// are passed through (the server lists the ones it knows).
+absl::StatusOr<LayerSpec> LayerSpecFromFlags(const FlagSet& flags,
+                                             const LayerFlags& values);
+absl::StatusOr<Impl> ImplFromFlags(const LayerFlags& values);
+absl::StatusOr<std::optional<DType>> DTypeFromFlags(const LayerFlags& values);
+
+// Tensors from the positional `name=spec` arguments; `extra` names allowed
+// besides the layer's inputs (e.g. "dout"). Missing inputs of a known layer
+// are an error that shows an example spec.
+absl::StatusOr<TensorMap> TensorsFromArgs(
+    const FlagSet& flags, const LayerFlags& values, const LayerSpec& spec,
+    const std::vector<std::string>& extra);
+
+// Moves the tensors named by the layer's inputs into `proto` (all of them
+// for an unknown layer, except those in `extra`).
+void InputsToProto(TensorMap& tensors, const std::vector<std::string>& extra,
+                   google::protobuf::Map<std::string, v1::Tensor>* proto);
+
+// Prints "layerctl CMD: message" as one line on stderr (newlines in the
+// message are folded) with a hint for an unreachable server, and returns
+// the exit code for `status`: kExitUsage for errors found before sending,
+// kExitRpc otherwise (`from_rpc`).
+int ReportError(absl::string_view command, const absl::Status& status,
+                bool from_rpc, const ConnectionFlags* connection = nullptr);
+
+// Creates `dir` (and parents) if missing; an error naming it if that fails.
+absl::Status EnsureDir(const std::string& dir);
+
+// When `tensors` has no "dout": adds randn of the layer's output shape
+// (inferred locally from the inputs), seeded like a `dout=randn:...` input.
+absl::Status AddDefaultDout(const LayerSpec& spec, TensorMap& tensors,
+                            uint64_t seed);
+
+// Converts a response tensor; `field` names it in errors.
+absl::StatusOr<Tensor> FromWire(const v1::Tensor& proto,
+                                absl::string_view field);
+
+// "1.234 ms" / "12.3 s": durations for humans.
+std::string HumanDuration(absl::Duration d);
+
+}  // namespace layerserve::client
+
+#endif  // LAYERSERVE_CLIENT_CLI_COMMON_H_

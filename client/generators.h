@@ -1,0 +1,69 @@
+// Input tensors named on the command line: `name=spec`, where spec is
+//   randn:D1,D2,...              standard normal, seeded (see DerivedSeed)
+//   linspace:START,STOP:D1,...   numpy.linspace(START, STOP,
+//   prod(D)).reshape(D) zeros:D1,...                 all zeros PATH a .npy file
+//   (float32 or float64, C order)
+// with 1..4 dims, each >= 1. This is how `layerctl` turns
+// `x=randn:4,3,5,5 w=w.npy` into the tensors of a request.
+//
+// Dtype rule: with an explicit dtype every tensor has it (.npy files are
+// converted, as numpy's astype would); without one the dtype of the .npy
+// inputs is used (all files must agree), and float64 when there are none.
+//
+// Thread-safety: pure functions (reading named files is the only effect).
+#ifndef LAYERSERVE_CLIENT_GENERATORS_H_
+#define LAYERSERVE_CLIENT_GENERATORS_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "lib/layers/layer.h"
+#include "lib/tensor.h"
+
+namespace layerserve::client {
+
+// The largest tensor we build: protobuf cannot serialize a message of 2 GiB
+// or more, so a bigger tensor could never be sent.
+inline constexpr uint64_t kMaxTensorBytes = (uint64_t{1} << 31) - 1;
+
+struct TensorSpec {
+  enum class Kind { kRandn, kLinspace, kZeros, kFile };
+  Kind kind = Kind::kZeros;
+  Shape shape;       // generators only
+  double start = 0;  // linspace only
+  double stop = 0;   // linspace only
+  std::string path;  // kFile only
+};
+
+// Parses the part after '='. INVALID_ARGUMENT with a one-line message that
+// quotes the spec and says which part is wrong.
+absl::StatusOr<TensorSpec> ParseTensorSpec(absl::string_view spec);
+
+struct NamedTensorSpec {
+  std::string name;
+  std::string text;  // the spec as typed, for messages
+  TensorSpec spec;
+};
+
+// Parses `name=spec`; the name is a non-empty identifier.
+absl::StatusOr<NamedTensorSpec> ParseNamedTensorSpec(absl::string_view arg);
+
+// The seed of input `name` under the user's --seed: a stable hash, so that
+// x and w drawn with one --seed differ, and the same command line gives the
+// same tensors on every machine and in every release.
+uint64_t DerivedSeed(uint64_t seed, absl::string_view name);
+
+// Builds every tensor of `args` (each `name=spec`; names must be unique)
+// following the dtype rule above. File errors name the file; other errors
+// quote the argument.
+absl::StatusOr<TensorMap> MakeTensors(const std::vector<std::string>& args,
+                                      std::optional<DType> dtype,
+                                      uint64_t seed);
+
+}  // namespace layerserve::client
+
+#endif  // LAYERSERVE_CLIENT_GENERATORS_H_

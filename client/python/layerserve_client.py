@@ -1,0 +1,179 @@
+"""A small Python client for layerserve (layerserve.v1.LayerService).
+
+numpy arrays become ``layerserve.v1.Tensor`` messages (raw little-endian,
+C-order bytes, the wire format) and back; ``Client`` wraps the generated stub
+with the message-size limits and deadline the C++ client uses.
+
+The stubs (``layerserve/v1/layer_service_pb2*.py``) are generated at build
+time from proto/layerserve/v1/layer_service.proto by protoc and Debian's
+grpc_python_plugin into ``<build>/client/python``, next to a copy of this
+module; put that directory on PYTHONPATH:
+
+    PYTHONPATH=build/client/python /usr/bin/python3 -c '
+    import numpy as np, layerserve_client as lc
+    c = lc.Client("127.0.0.1:50051")
+    out = c.forward("conv", {"x": np.ones((1, 1, 3, 3)),
+                             "w": np.ones((1, 1, 3, 3)), "b": np.zeros(1)},
+                    conv_param={"stride": 1, "pad": 0})["out"]
+    print(out)'
+
+Thread-safety: a Client may be shared between threads (gRPC channels and
+stubs are thread-safe); the functions are pure.
+"""
+
+import grpc
+import numpy as np
+
+from layerserve.v1 import layer_service_pb2 as pb
+from layerserve.v1 import layer_service_pb2_grpc as pb_grpc
+
+__all__ = [
+    "Client", "LayerServeError", "from_tensor", "from_tensor_map", "pb",
+    "rel_error", "to_tensor", "to_tensor_map"
+]
+
+_TO_WIRE = {np.dtype("float32"): pb.FLOAT32, np.dtype("float64"): pb.FLOAT64}
+_FROM_WIRE = {pb.FLOAT32: np.dtype("<f4"), pb.FLOAT64: np.dtype("<f8")}
+_IMPLS = {"naive": pb.NAIVE, "fast": pb.FAST}
+
+# Match the server's default --max_message_bytes (gRPC's own default of
+# 4 MiB would cut off a (100, 3, 32, 32) float64 gradient check).
+DEFAULT_MAX_MESSAGE_BYTES = 512 << 20
+
+
+class LayerServeError(Exception):
+    """An RPC failed; ``code`` is the grpc.StatusCode, str() the message."""
+
+    def __init__(self, code, message):
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+
+
+def to_tensor(array):
+    """numpy array (float32 or float64, any byte order or layout) -> Tensor.
+
+    Raises TypeError for other dtypes: silently converting integers would
+    hide a mistake.
+    """
+    a = np.asarray(array)
+    base = a.dtype.newbyteorder("=")
+    if base not in _TO_WIRE:
+        raise TypeError(f"dtype {a.dtype} is not supported; "
+                        "expected float32 or float64")
+    a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
+    return pb.Tensor(dtype=_TO_WIRE[base], shape=list(a.shape),
+                     data=a.tobytes())
+
+
+def from_tensor(tensor):
+    """Tensor -> a new, writable numpy array of its dtype and shape."""
+    if tensor.dtype not in _FROM_WIRE:
+        raise ValueError(f"tensor dtype {tensor.dtype} is not FLOAT32/FLOAT64")
+    dtype = _FROM_WIRE[tensor.dtype]
+    shape = tuple(tensor.shape)
+    count = int(np.prod(shape)) if shape else 1
+    if len(tensor.data) != count * dtype.itemsize:
+        raise ValueError(f"tensor of shape {shape} {dtype} needs "
+                         f"{count * dtype.itemsize} bytes, has "
+                         f"{len(tensor.data)}")
+    return np.frombuffer(tensor.data, dtype=dtype).reshape(shape).copy()
+
+
+def to_tensor_map(arrays, proto_map):
+    """Fills a map<string, Tensor> field from a dict of arrays."""
+    for name, array in arrays.items():
+        proto_map[name].CopyFrom(to_tensor(array))
+
+
+def from_tensor_map(proto_map):
+    return {name: from_tensor(t) for name, t in proto_map.items()}
+
+
+def rel_error(x, y):
+    """The seed notebook's relative error."""
+    return np.max(np.abs(x - y) / (np.maximum(1e-8, np.abs(x) + np.abs(y))))
+
+
+def layer_spec(name, conv_param=None, pool_param=None):
+    """A LayerSpec from the seed's dicts, e.g. conv_param={'stride': 2,
+    'pad': 1}, pool_param={'pool_height': 2, 'pool_width': 2, 'stride': 2}.
+    """
+    spec = pb.LayerSpec(name=name)
+    if conv_param is not None:
+        spec.conv_param.CopyFrom(pb.ConvParam(**conv_param))
+    if pool_param is not None:
+        spec.pool_param.CopyFrom(pb.PoolParam(**pool_param))
+    return spec
+
+
+class Client:
+    """LayerService over an insecure channel to ``address`` (HOST:PORT)."""
+
+    def __init__(self, address="127.0.0.1:50051", timeout=60.0,
+                 max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES):
+        self.timeout = timeout
+        self.channel = grpc.insecure_channel(address, options=[
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+        ])
+        self.stub = pb_grpc.LayerServiceStub(self.channel)
+
+    def close(self):
+        self.channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _call(self, method, request):
+        try:
+            return method(request, timeout=self.timeout)
+        except grpc.RpcError as e:
+            raise LayerServeError(e.code(), e.details()) from None
+
+    def list_layers(self):
+        return self._call(self.stub.ListLayers, pb.ListLayersRequest()).layers
+
+    def forward(self, layer, inputs, impl="fast", conv_param=None,
+                pool_param=None):
+        """Returns {"out": array}."""
+        req = pb.ForwardRequest(layer=layer_spec(layer, conv_param,
+                                                 pool_param),
+                                implementation=_IMPLS[impl])
+        to_tensor_map(inputs, req.inputs)
+        return from_tensor_map(self._call(self.stub.Forward, req).outputs)
+
+    def backward(self, layer, inputs, dout, impl="fast", conv_param=None,
+                 pool_param=None):
+        """Returns {"dx": array, ...}."""
+        req = pb.BackwardRequest(layer=layer_spec(layer, conv_param,
+                                                  pool_param),
+                                 implementation=_IMPLS[impl],
+                                 dout=to_tensor(dout))
+        to_tensor_map(inputs, req.inputs)
+        return from_tensor_map(self._call(self.stub.Backward, req).grads)
+
+    def gradcheck(self, layer, inputs, dout=None, impl="fast", seed=0,
+                  conv_param=None, pool_param=None):
+        """Returns {"x": rel_error, ...}."""
+        req = pb.GradCheckRequest(layer=layer_spec(layer, conv_param,
+                                                   pool_param),
+                                  implementation=_IMPLS[impl], seed=seed)
+        if dout is not None:
+            req.dout.CopyFrom(to_tensor(dout))
+        to_tensor_map(inputs, req.inputs)
+        resp = self._call(self.stub.GradCheck, req)
+        return {r.input: r.rel_error for r in resp.results}
+
+    def compare(self, layer, inputs, dout=None, seed=0, repeats=1,
+                conv_param=None, pool_param=None):
+        """Returns the CompareResponse message."""
+        req = pb.CompareRequest(layer=layer_spec(layer, conv_param,
+                                                 pool_param),
+                                seed=seed, repeats=repeats)
+        if dout is not None:
+            req.dout.CopyFrom(to_tensor(dout))
+        to_tensor_map(inputs, req.inputs)
+        return self._call(self.stub.Compare, req)

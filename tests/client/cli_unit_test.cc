@@ -1,0 +1,222 @@
+// layerctl's building blocks without a server: flag parsing, Python-style
+// float printing (checked against Python itself), JSON output, layer flags.
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "client/cli_common.h"
+#include "client/cli_flags.h"
+#include "client/cli_output.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/client/subprocess.h"
+
+namespace layerserve::client {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+TEST(FlagSetTest, ParsesEveryKindAndPositionals) {
+  std::string s = "default";
+  int64_t i = 1;
+  uint64_t u = 2;
+  double d = 0.5;
+  bool b = false;
+  absl::Duration t = absl::Seconds(1);
+  FlagSet flags("layerctl test", "summary", "NAME=SPEC...", "example");
+  flags.String("s", &s, "a string");
+  flags.Int("i", &i, "an int");
+  flags.Uint("u", &u, "a uint");
+  flags.Double("d", &d, "a double");
+  flags.Bool("b", &b, "a bool");
+  flags.Duration("t", &t, "a duration");
+  absl::StatusOr<FlagSet::Outcome> r =
+      flags.Parse({"x=randn:2", "--s=hello", "--i", "-7", "--u=9", "-d", "1e-3",
+                   "--b", "--t", "250ms", "w=zeros:3", "--", "--not-a-flag"});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(*r, FlagSet::Outcome::kRun);
+  EXPECT_EQ(s, "hello");
+  EXPECT_EQ(i, -7);
+  EXPECT_EQ(u, 9u);
+  EXPECT_EQ(d, 1e-3);
+  EXPECT_TRUE(b);
+  EXPECT_EQ(t, absl::Milliseconds(250));
+  EXPECT_THAT(flags.positional(),
+              ::testing::ElementsAre("x=randn:2", "w=zeros:3", "--not-a-flag"));
+  EXPECT_TRUE(flags.IsSet("i"));
+  EXPECT_FALSE(flags.IsSet("nope"));
+}
+
+TEST(FlagSetTest, ErrorsNameTheFlag) {
+  int64_t i = 0;
+  bool b = true;
+  absl::Duration t;
+  FlagSet flags("layerctl test", "summary", "", "");
+  flags.Int("i", &i, "an int");
+  flags.Bool("b", &b, "a bool");
+  flags.Duration("t", &t, "a duration");
+  auto message = [&](std::vector<std::string> args) {
+    absl::StatusOr<FlagSet::Outcome> r = flags.Parse(args);
+    EXPECT_FALSE(r.ok());
+    return std::string(r.status().message());
+  };
+  EXPECT_EQ(message({"--x=1"}),
+            "unknown flag --x (see 'layerctl test --help')");
+  EXPECT_EQ(message({"--i=one"}), "--i: expected an integer, got 'one'");
+  EXPECT_EQ(message({"--i"}), "--i needs a value (see 'layerctl test --help')");
+  EXPECT_EQ(message({"--b=maybe"}), "--b: expected true or false, got 'maybe'");
+  EXPECT_THAT(message({"--t=-1s"}), HasSubstr("must be a positive"));
+  EXPECT_EQ(message({"stray"}),
+            "unexpected argument 'stray' (see 'layerctl test --help')");
+
+  ASSERT_TRUE(flags.Parse({"--b=false"}).ok());
+  EXPECT_FALSE(b);
+  // --help wins over everything else.
+  absl::StatusOr<FlagSet::Outcome> r = flags.Parse({"--x", "--help"});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(*r, FlagSet::Outcome::kHelp);
+}
+
+TEST(FlagSetTest, HelpShowsDefaultsAndExample) {
+  std::string server = "127.0.0.1:50051";
+  int64_t n = 100;
+  FlagSet flags("layerctl bench", "Load generator.", "NAME=SPEC...",
+                "  layerctl bench --requests 10");
+  flags.String("server", &server, "address");
+  flags.Int("requests", &n, "stop after this many requests");
+  const std::string help = flags.Help();
+  EXPECT_THAT(help, StartsWith("usage: layerctl bench [flags] NAME=SPEC...\n"
+                               "\nLoad generator.\n"));
+  EXPECT_THAT(help, HasSubstr("--server=STRING         address (default "
+                              "\"127.0.0.1:50051\")\n"));
+  EXPECT_THAT(help, HasSubstr("--requests=N"));
+  EXPECT_THAT(help, HasSubstr("(default 100)"));
+  EXPECT_THAT(help, HasSubstr("\nexample:\n  layerctl bench --requests 10\n"));
+  for (absl::string_view line : absl::StrSplit(help, '\n')) {
+    EXPECT_LE(line.size(), 80u) << line;
+  }
+}
+
+TEST(DurationFlagTest, Forms) {
+  EXPECT_EQ(ParseDurationFlag("60").value(), absl::Seconds(60));
+  EXPECT_EQ(ParseDurationFlag("0.5").value(), absl::Milliseconds(500));
+  EXPECT_EQ(ParseDurationFlag("2m").value(), absl::Minutes(2));
+  EXPECT_FALSE(ParseDurationFlag("0").ok());
+  EXPECT_FALSE(ParseDurationFlag("inf").ok());
+  EXPECT_FALSE(ParseDurationFlag("soon").ok());
+}
+
+TEST(PyReprTest, MatchesPython) {
+  const std::vector<double> values = {2.2121476417505994e-08,
+                                      0.0,
+                                      -0.0,
+                                      1.0,
+                                      -2.5,
+                                      0.1,
+                                      1e-4,
+                                      9.999e-5,
+                                      123456789.0,
+                                      1e15,
+                                      1e16,
+                                      1.5e16,
+                                      3.27562860627328e-12,
+                                      0.0001234,
+                                      -1.24695841,
+                                      751.495397,
+                                      1e300,
+                                      5e-324,
+                                      1.0 / 3.0};
+  std::string literal;
+  for (double v : values) {
+    absl::StrAppend(&literal, absl::StrFormat("'%.17g'", v), ",");
+  }
+  testing::RunResult r = testing::RunProcess(
+      {LAYERSERVE_PYTHON, "-c",
+       absl::StrCat("for v in (", literal, "): print(repr(float(v)))")});
+  ASSERT_EQ(r.exit_code, 0) << testing::Describe(r);
+  std::vector<std::string> want =
+      absl::StrSplit(r.out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(want.size(), values.size());
+  for (size_t i = 0; i < values.size(); ++i) {
+    EXPECT_EQ(PyRepr(values[i]), want[i])
+        << absl::StrFormat("%.17g", values[i]);
+  }
+  EXPECT_EQ(PyRepr(std::numeric_limits<double>::quiet_NaN()), "nan");
+  EXPECT_EQ(PyRepr(-std::numeric_limits<double>::infinity()), "-inf");
+}
+
+TEST(JsonWriterTest, NestingCommasEscapesAndNonFinite) {
+  JsonWriter j;
+  j.BeginObject().Key("a").Int(1).Key("s").String("q\"\\\n\x01");
+  j.Key("arr").BeginArray().Number(0.5).Null().Bool(true);
+  j.BeginObject().EndObject().EndArray();
+  j.Key("nan").Number(std::nan("")).Key("e").IntArray({}).EndObject();
+  EXPECT_EQ(j.str(),
+            "{\"a\":1,\"s\":\"q\\\"\\\\\\n\\u0001\",\"arr\":[0.5,null,true,{}],"
+            "\"nan\":null,\"e\":[]}");
+}
+
+TEST(SummaryTest, OneLine) {
+  Tensor t =
+      std::move(Tensor::Linspace(DType::kFloat32, {2, 3}, -1, 1)).value();
+  EXPECT_EQ(SummaryLine("out", t), "out: (2, 3) float32 min -1 max 1 mean 0");
+  t.SetFlat(0, std::nan(""));
+  EXPECT_EQ(SummaryLine("out", t),
+            "out: (2, 3) float32 min -0.6 max 1 mean 0.2 nan 1");
+}
+
+// The spec layerctl forward would send for `args`.
+absl::StatusOr<LayerSpec> spec(const std::vector<std::string>& args) {
+  LayerFlags lf;
+  FlagSet flags("layerctl forward", "", "NAME=SPEC...", "");
+  AddLayerFlags(flags, lf, /*with_impl=*/true);
+  absl::StatusOr<FlagSet::Outcome> parsed = flags.Parse(args);
+  if (!parsed.ok()) return parsed.status();
+  return LayerSpecFromFlags(flags, lf);
+}
+
+TEST(LayerFlagsTest, StrideMeaningDependsOnTheLayer) {
+  absl::StatusOr<LayerSpec> s = spec({"--layer=conv", "--stride=3", "--pad=2"});
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->conv.stride, 3);
+  EXPECT_EQ(s->conv.pad, 2);
+
+  s = spec({"--layer=max_pool", "--stride=1", "--pool_height=3"});
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->pool.stride, 1);
+  EXPECT_EQ(s->pool.pool_height, 3);
+
+  s = spec({"--layer=conv_relu_pool", "--stride=1", "--pool_stride=4"});
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->conv.stride, 1);
+  EXPECT_EQ(s->pool.stride, 4);
+
+  EXPECT_THAT(
+      std::string(spec({"--layer=max_pool", "--stride=1", "--pool_stride=2"})
+                      .status()
+                      .message()),
+      HasSubstr("disagree"));
+  EXPECT_THAT(
+      std::string(spec({"--layer=relu", "--stride=2"}).status().message()),
+      HasSubstr("--stride: layer relu has no conv_param or pool_param"));
+  EXPECT_THAT(
+      std::string(spec({"--layer=conv", "--pool_width=2"}).status().message()),
+      HasSubstr("--pool_width: layer conv has no pool_param"));
+  EXPECT_THAT(
+      std::string(
+          spec({"--layer=conv", "--pad=9999999999"}).status().message()),
+      HasSubstr("--pad: 9999999999 does not fit in int32"));
+  // Unknown here: passed through for the server to judge.
+  s = spec({"--layer=softmax"});
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->name, "softmax");
+}
+
+}  // namespace
+}  // namespace layerserve::client

@@ -1,0 +1,451 @@
+// layerctl end to end: every subcommand run as a real process against the
+// real layerserve binary on an ephemeral port, checking stdout, --json (parsed
+// by Python's json module), files written with --out, and the exit codes and
+// one-line errors scripts rely on.
+#include <stdlib.h>
+
+#include <algorithm>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "client/npy.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "lib/tensor.h"
+#include "tests/client/subprocess.h"
+#include "tests/lib/seed_data.h"
+
+namespace layerserve::testing {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::ElementsAre;
+using ::testing::EndsWith;
+using ::testing::HasSubstr;
+using ::testing::Not;
+using ::testing::StartsWith;
+
+// The inputs of the seed's conv forward cell (In [14]).
+const std::vector<std::string> kSeedConv = {"--layer",
+                                            "conv",
+                                            "--stride",
+                                            "2",
+                                            "--pad",
+                                            "1",
+                                            "x=linspace:-0.1,0.5:2,3,4,4",
+                                            "w=linspace:-0.2,0.3:3,3,4,4",
+                                            "b=linspace:-0.1,0.2:3"};
+// The seed's conv backward cell (In [15]).
+const std::vector<std::string> kSeedConvBackward = {
+    "--layer",         "conv",
+    "--stride",        "1",
+    "--pad",           "1",
+    "x=randn:4,3,5,5", "w=randn:2,3,3,3",
+    "b=randn:2",       "dout=randn:4,2,5,5"};
+
+int Lines(const std::string& s) {
+  return static_cast<int>(std::count(s.begin(), s.end(), '\n'));
+}
+
+class LayerctlTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    server_ = ServerProcess::Start(LAYERSERVE_BINARY).release();
+  }
+  static void TearDownTestSuite() {
+    if (server_ != nullptr) {
+      EXPECT_EQ(server_->Stop(), 0) << "layerserve did not exit cleanly";
+    }
+    delete server_;
+    server_ = nullptr;
+  }
+  void SetUp() override {
+    ASSERT_NE(server_, nullptr);
+    ASSERT_FALSE(server_->address().empty());
+    std::string tmpl = ::testing::TempDir() + "layerctl_e2e_XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+  }
+
+  // layerctl COMMAND --server ADDRESS ARGS...
+  static RunResult Layerctl(const std::string& command,
+                            std::vector<std::string> args = {}) {
+    std::vector<std::string> argv = {LAYERCTL_BINARY, command, "--server",
+                                     server_->address()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return RunProcess(argv);
+  }
+
+  // A layerctl run with the given argv (no --server added).
+  static RunResult LayerctlRaw(std::vector<std::string> args) {
+    args.insert(args.begin(), LAYERCTL_BINARY);
+    return RunProcess(args, absl::Seconds(60));
+  }
+
+  // Evaluates a Python expression over `d` = json.loads(text).
+  static std::string Py(const std::string& json, const std::string& expr) {
+    RunResult r = RunProcess(
+        {LAYERSERVE_PYTHON, "-c",
+         absl::StrCat("import json, sys; d = json.load(sys.stdin); print(",
+                      expr, ")")},
+        absl::Seconds(30), json);
+    EXPECT_EQ(r.exit_code, 0) << "not JSON?\n" << json << "\n" << r.err;
+    return std::string(absl::StripTrailingAsciiWhitespace(r.out));
+  }
+
+  static std::vector<std::string> With(std::vector<std::string> a,
+                                       const std::vector<std::string>& b) {
+    a.insert(a.end(), b.begin(), b.end());
+    return a;
+  }
+
+  static ServerProcess* server_;
+  std::string dir_;
+};
+ServerProcess* LayerctlTest::server_ = nullptr;
+
+TEST_F(LayerctlTest, HealthSaysServing) {
+  RunResult r = Layerctl("health");
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(r.out, "SERVING\n");
+  EXPECT_EQ(r.err, "");
+
+  r = Layerctl("health", {"--json"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(Py(r.out, "d['status']"), "SERVING");
+  EXPECT_EQ(Py(r.out, "d['server']"), server_->address());
+}
+
+TEST_F(LayerctlTest, ListPrintsTheCatalog) {
+  RunResult r = Layerctl("list");
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  std::vector<std::string> lines =
+      absl::StrSplit(r.out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 6u) << r.out;
+  EXPECT_THAT(lines[0], StartsWith("LAYER "));
+  EXPECT_THAT(lines[1], AllOf(StartsWith("conv "), HasSubstr("x,w,b"),
+                              HasSubstr("conv_param"), HasSubstr("dx,dw,db"),
+                              HasSubstr("float32,float64")));
+  EXPECT_THAT(r.out, HasSubstr("\nmax_pool "));
+  EXPECT_THAT(r.out, HasSubstr("\nconv_relu_pool "));
+
+  r = Layerctl("list", {"--json"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(Py(r.out, "','.join(l['name'] for l in d['layers'])"),
+            "conv,max_pool,relu,conv_relu,conv_relu_pool");
+  EXPECT_EQ(Py(r.out, "d['layers'][0]['grads']"), "['dx', 'dw', 'db']");
+}
+
+TEST_F(LayerctlTest, ForwardSeedCellWritesNpy) {
+  RunResult r = Layerctl(
+      "forward", With(kSeedConv, {"--impl", "naive", "--out", dir_ + "/o"}));
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_THAT(r.out, StartsWith("forward conv: implementation naive, "));
+  EXPECT_THAT(r.out, HasSubstr("\nout: (2, 3, 2, 2) float64 min -1.24696 max "
+                               "2.38248 mean "));
+  EXPECT_THAT(r.out, HasSubstr("-> " + dir_ + "/o/out.npy\n"));
+  EXPECT_EQ(r.err, "");
+
+  absl::StatusOr<Tensor> out = client::ReadNpy(dir_ + "/o/out.npy");
+  ASSERT_TRUE(out.ok()) << out.status();
+  ASSERT_EQ(out->shape(), Shape({2, 3, 2, 2}));
+  Tensor want = std::move(Tensor::Zeros(DType::kFloat64, {2, 3, 2, 2})).value();
+  for (int64_t i = 0; i < 24; ++i) want.SetFlat(i, SeedConvCorrectOut()[i]);
+  EXPECT_LE(RelError(*out, want).value(), kF64VectorTol);
+
+  // numpy reads it too.
+  RunResult np = RunProcess(
+      {LAYERSERVE_PYTHON, "-c",
+       absl::StrCat("import numpy as np; a = np.load('", dir_,
+                    "/o/out.npy'); assert a.shape == (2, 3, 2, 2) and "
+                    "a.dtype == np.float64; print(round(float(a[1, 2, 1, "
+                    "1]), 8))")});
+  ASSERT_EQ(np.exit_code, 0) << Describe(np);
+  EXPECT_EQ(np.out, "2.38247847\n");
+}
+
+TEST_F(LayerctlTest, ForwardJsonAndFloat32NpyInputs) {
+  for (const auto& [name, shape] : std::vector<std::pair<std::string, Shape>>{
+           {"x", {2, 3, 8, 8}}, {"w", {4, 3, 3, 3}}, {"b", {4}}}) {
+    Tensor t =
+        std::move(Tensor::RandomNormal(DType::kFloat32, shape, 1)).value();
+    ASSERT_TRUE(client::WriteNpy(dir_ + "/" + name + ".npy", t).ok());
+  }
+  RunResult r =
+      Layerctl("forward", {"--layer", "conv", "--pad", "1", "--json",
+                           "x=" + dir_ + "/x.npy", "w=" + dir_ + "/w.npy",
+                           "b=" + dir_ + "/b.npy"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(Lines(r.out), 1);
+  EXPECT_EQ(Py(r.out, "d['outputs']['out']['shape']"), "[2, 4, 8, 8]");
+  EXPECT_EQ(Py(r.out, "d['outputs']['out']['dtype']"), "float32");
+  EXPECT_EQ(Py(r.out, "d['compute_ns'] > 0 and d['round_trip_ns'] > 0"),
+            "True");
+
+  // --dtype converts the files.
+  r = Layerctl("forward", {"--layer", "conv", "--pad", "1", "--json", "--dtype",
+                           "float64", "x=" + dir_ + "/x.npy",
+                           "w=" + dir_ + "/w.npy", "b=" + dir_ + "/b.npy"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(Py(r.out, "d['outputs']['out']['dtype']"), "float64");
+}
+
+TEST_F(LayerctlTest, MaxPoolStrideFlagIsThePoolStride) {
+  RunResult r = Layerctl(
+      "forward", {"--layer", "max_pool", "--pool_height", "3", "--pool_width",
+                  "3", "--stride", "1", "x=randn:1,2,5,5", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(Py(r.out, "d['outputs']['out']['shape']"), "[1, 2, 3, 3]");
+  // conv_relu_pool: --stride is the conv's, --pool_stride the pool's.
+  r = Layerctl("forward",
+               {"--layer", "conv_relu_pool", "--stride", "1", "--pad", "1",
+                "--pool_stride", "4", "--pool_height", "4", "--pool_width", "4",
+                "x=randn:1,3,8,8", "w=randn:2,3,3,3", "b=zeros:2", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(Py(r.out, "d['outputs']['out']['shape']"), "[1, 2, 2, 2]");
+}
+
+TEST_F(LayerctlTest, BackwardWritesGradients) {
+  RunResult r = Layerctl(
+      "backward", With(kSeedConvBackward, {"--seed", "3", "--out", dir_}));
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_THAT(r.out, HasSubstr("\ndx: (4, 3, 5, 5) float64 min "));
+  EXPECT_THAT(r.out, HasSubstr("\ndw: (2, 3, 3, 3) float64 min "));
+  EXPECT_THAT(r.out, HasSubstr("\ndb: (2,) float64 min "));
+  for (const char* g : {"dx", "dw", "db"}) {
+    absl::StatusOr<Tensor> t =
+        client::ReadNpy(absl::StrCat(dir_, "/", g, ".npy"));
+    ASSERT_TRUE(t.ok()) << t.status();
+  }
+  // Naive and fast agree on what they wrote.
+  r = Layerctl("backward",
+               With(kSeedConvBackward, {"--seed", "3", "--impl", "naive",
+                                        "--out", dir_ + "/naive"}));
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  Tensor fast = client::ReadNpy(dir_ + "/dw.npy").value();
+  Tensor naive = client::ReadNpy(dir_ + "/naive/dw.npy").value();
+  EXPECT_LE(MaxAbsError(fast, naive).value(), 1e-12);
+
+  // Without dout=, the output's shape is inferred and dout is randn.
+  r = Layerctl("backward", {"--layer", "relu", "x=randn:3,4", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(Py(r.out, "d['grads']['dx']['shape']"), "[3, 4]");
+}
+
+TEST_F(LayerctlTest, GradCheckSeedCell) {
+  RunResult r = Layerctl(
+      "gradcheck",
+      With(kSeedConvBackward,
+           {"--impl", "naive", "--max_rel_error", "1e-7", "--out", dir_}));
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_THAT(r.out, StartsWith("gradcheck conv: implementation naive\n"));
+  EXPECT_THAT(r.out, HasSubstr("\ndx error:  "));
+  EXPECT_THAT(r.out, HasSubstr("\ndw error:  "));
+  EXPECT_THAT(r.out, HasSubstr("\ndb error:  "));
+  EXPECT_EQ(Lines(r.out), 4);
+  EXPECT_THAT(r.out, Not(HasSubstr("FAIL")));
+  Tensor num = client::ReadNpy(dir_ + "/dx_numeric.npy").value();
+  Tensor ana = client::ReadNpy(dir_ + "/dx_analytic.npy").value();
+  EXPECT_EQ(num.shape(), Shape({4, 3, 5, 5}));
+  EXPECT_LE(RelError(num, ana).value(), kF64ConvGradTol);
+
+  // A threshold nothing meets: exit 1, FAIL printed.
+  r = Layerctl("gradcheck",
+               With(kSeedConvBackward, {"--max_rel_error", "1e-30", "--json"}));
+  EXPECT_EQ(r.exit_code, 1) << Describe(r);
+  EXPECT_EQ(Py(r.out, "d['pass']"), "False");
+  EXPECT_EQ(Py(r.out, "[x['input'] for x in d['results']]"), "['x', 'w', 'b']");
+}
+
+TEST_F(LayerctlTest, CompareMaxPoolIsExact) {
+  RunResult r =
+      Layerctl("compare", {"--layer", "max_pool", "--stride", "2",
+                           "x=randn:4,3,16,16", "--max_rel_error", "1e-300"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_THAT(r.out, StartsWith("compare max_pool: naive (naive) vs fast ("));
+  EXPECT_THAT(r.out, HasSubstr("difference 0.0\n"));
+  EXPECT_THAT(r.out, HasSubstr("\ndx difference:  0.0\n"));
+  EXPECT_THAT(r.out, HasSubstr("\nPASS"));
+
+  r = Layerctl("compare",
+               {"--layer", "conv", "--pad", "1", "x=randn:2,3,8,8",
+                "w=randn:4,3,3,3", "b=randn:4", "--repeats", "2", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(Py(r.out, "d['repeats']"), "2");
+  EXPECT_EQ(Py(r.out, "sorted(d['grad_rel_errors'])"), "['db', 'dw', 'dx']");
+  EXPECT_EQ(Py(r.out, "d['output_rel_error'] < 1e-9"), "True");
+}
+
+TEST_F(LayerctlTest, NotebookPassesEveryCell) {
+  RunResult r = Layerctl("notebook", {"--repeats", "1"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  for (const char* words :
+       {"Testing conv_forward_naive\ndifference:  ",
+        "Testing conv_backward_naive function\ndx error:  ",
+        "Testing max_pool_forward_naive function:\ndifference:  ",
+        "Testing max_pool_backward_naive function:\ndx error:  ",
+        "Testing conv_forward_fast:\nNaive: ", "\nSpeedup: ",
+        "Testing conv_backward_fast:\n", "\ndb difference:  ",
+        "Testing pool_forward_fast:\n", "Testing pool_backward_fast:\n",
+        "Testing conv_relu_pool\ndx error:  ", "Testing conv_relu:\n"}) {
+    EXPECT_THAT(r.out, HasSubstr(words));
+  }
+  EXPECT_THAT(r.out, Not(HasSubstr("FAIL")));
+  EXPECT_THAT(r.out, EndsWith("\nnotebook: 8 passed, 0 failed\n"));
+}
+
+TEST_F(LayerctlTest, NotebookJson) {
+  RunResult r = Layerctl("notebook", {"--repeats", "1", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(Lines(r.out), 1);
+  EXPECT_EQ(Py(r.out, "(d['passed'], d['failed'], len(d['cells']))"),
+            "(8, 0, 8)");
+  EXPECT_EQ(Py(r.out, "[c['cell'] for c in d['cells']]"),
+            "['In [14]', 'In [15]', 'In [16]', 'In [17]', 'In [2]', 'In [3]', "
+            "'In [4]', 'In [5]']");
+}
+
+TEST_F(LayerctlTest, BenchSmall) {
+  RunResult r =
+      Layerctl("bench", {"--rpc", "forward", "--layer", "conv", "--pad", "1",
+                         "--requests", "30", "--concurrency", "3",
+                         "x=randn:2,3,8,8", "w=randn:4,3,3,3", "b=zeros:4"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_THAT(r.out, StartsWith("bench forward conv: 30 requests (30 ok, 0 "
+                                "errors) in "));
+  EXPECT_THAT(r.out, HasSubstr("\nthroughput: "));
+  EXPECT_THAT(r.out, HasSubstr("\nlatency ms: p50 "));
+
+  r = Layerctl("bench",
+               {"--rpc", "backward", "--layer", "max_pool", "--requests", "10",
+                "--concurrency", "2", "x=randn:2,3,8,8", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(Py(r.out, "(d['requests'], d['ok'], d['errors'])"), "(10, 10, 0)");
+  EXPECT_EQ(Py(r.out,
+               "0 < d['latency_ms']['p50'] <= d['latency_ms']['p99'] "
+               "<= d['latency_ms']['max']"),
+            "True");
+
+  // Bounded by time as well as count.
+  r = Layerctl("bench",
+               {"--rpc", "gradcheck", "--layer", "relu", "--requests",
+                "1000000", "--duration_s", "0.5", "x=randn:4", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(Py(r.out, "d['requests'] < 1000000 and d['elapsed_s'] < 30"),
+            "True");
+}
+
+// --- Errors: one line on stderr, nothing on stdout, a trustworthy code. ---
+
+void ExpectOneLineError(const RunResult& r, int code,
+                        const std::string& fragment) {
+  EXPECT_EQ(r.exit_code, code) << Describe(r);
+  EXPECT_EQ(r.out, "") << Describe(r);
+  EXPECT_EQ(Lines(r.err), 1) << Describe(r);
+  EXPECT_THAT(r.err, HasSubstr(fragment)) << Describe(r);
+  EXPECT_THAT(r.err, StartsWith("layerctl ")) << Describe(r);
+}
+
+TEST_F(LayerctlTest, BadGeneratorSpec) {
+  ExpectOneLineError(
+      Layerctl("forward", {"--layer", "conv", "x=randn:4,x", "w=randn:2,3,3,3",
+                           "b=randn:2"}),
+      2, "x: bad tensor spec 'randn:4,x': dim 'x' is not an integer");
+  ExpectOneLineError(Layerctl("forward", {"--layer", "relu", "x=ranf:4"}), 2,
+                     "unknown generator 'ranf'");
+  ExpectOneLineError(
+      Layerctl("forward", {"--layer", "conv", "x=randn:1,3,4,4"}), 2,
+      "layer conv needs inputs x, w, b; missing w, b");
+  ExpectOneLineError(
+      Layerctl("forward", {"--layer", "relu", "x=randn:4", "y=randn:4"}), 2,
+      "unexpected input 'y': layer relu takes x");
+}
+
+TEST_F(LayerctlTest, MissingAndMalformedNpy) {
+  ExpectOneLineError(
+      Layerctl("forward", {"--layer", "relu", "x=" + dir_ + "/nope.npy"}), 2,
+      "x=" + dir_ + "/nope.npy: cannot open (No such file or directory)");
+  {
+    const std::string bytes("\x93NUMPY\x01\x00\x10\x00{'descr': '<i4'}", 26);
+    std::ofstream f(dir_ + "/bad.npy", std::ios::binary);
+    f << bytes;
+  }
+  ExpectOneLineError(
+      Layerctl("forward", {"--layer", "relu", "x=" + dir_ + "/bad.npy"}), 2,
+      dir_ + "/bad.npy: malformed header");
+}
+
+TEST_F(LayerctlTest, ServerDownOrWrongAddress) {
+  // A port nothing listens on: a fresh server's, after it stopped.
+  std::unique_ptr<ServerProcess> other =
+      ServerProcess::Start(LAYERSERVE_BINARY);
+  const std::string gone = other->address();
+  ASSERT_EQ(other->Stop(), 0);
+  for (const char* cmd : {"health", "list", "notebook"}) {
+    ExpectOneLineError(LayerctlRaw({cmd, "--server", gone}), 3,
+                       absl::StrCat("UNAVAILABLE: "));
+  }
+  ExpectOneLineError(
+      LayerctlRaw(
+          {"forward", "--server", gone, "--layer", "relu", "x=randn:3"}),
+      3, absl::StrCat("(is layerserve running at ", gone, "? see --server)"));
+  ExpectOneLineError(LayerctlRaw({"health", "--server", "no-port"}), 2,
+                     "--server: expected HOST:PORT");
+  // A name that cannot resolve: UNAVAILABLE, or DEADLINE_EXCEEDED where
+  // the resolver is slow; either way exit 3 with one line.
+  ExpectOneLineError(LayerctlRaw({"health", "--server", "host.invalid:50051"}),
+                     3, "layerctl health: ");
+}
+
+TEST_F(LayerctlTest, ServerRejectionsAndDeadlines) {
+  // Unknown to this client too: passed through, the server lists the known.
+  ExpectOneLineError(Layerctl("forward", {"--layer", "softmax", "x=randn:3"}),
+                     3, "INVALID_ARGUMENT: ");
+  ExpectOneLineError(Layerctl("forward", {"--layer", "conv", "x=randn:1,3,4,4",
+                                          "w=randn:2,4,3,3", "b=randn:2"}),
+                     3, "INVALID_ARGUMENT: ");
+  ExpectOneLineError(Layerctl("compare", {"--layer", "conv", "--timeout", "1ms",
+                                          "x=randn:8,3,32,32",
+                                          "w=randn:8,3,3,3", "b=randn:8"}),
+                     3, "DEADLINE_EXCEEDED");
+}
+
+TEST_F(LayerctlTest, UsageErrorsAndHelp) {
+  ExpectOneLineError(Layerctl("forward", {"--layer", "relu", "--bogus", "1"}),
+                     2, "unknown flag --bogus (see 'layerctl forward --help')");
+  ExpectOneLineError(Layerctl("forward", {"--layer", "max_pool", "--pad", "1",
+                                          "x=randn:1,1,4,4"}),
+                     2, "--pad: layer max_pool has no conv_param");
+  ExpectOneLineError(
+      Layerctl("forward", {"--layer", "relu", "--impl", "quick", "x=randn:3"}),
+      2, "--impl: expected naive or fast, got 'quick'");
+  ExpectOneLineError(Layerctl("forward", {"x=randn:3"}), 2,
+                     "--layer is required");
+  ExpectOneLineError(Layerctl("health", {"--timeout", "soon"}), 2,
+                     "--timeout: 'soon' is not a duration");
+  RunResult r = LayerctlRaw({"frobnicate"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("unknown command 'frobnicate'"));
+
+  for (const char* cmd : {"health", "list", "forward", "backward", "gradcheck",
+                          "compare", "notebook", "bench"}) {
+    r = LayerctlRaw({cmd, "--help"});
+    EXPECT_EQ(r.exit_code, 0) << cmd;
+    EXPECT_THAT(r.out, StartsWith(absl::StrCat("usage: layerctl ", cmd)));
+    EXPECT_THAT(r.out, HasSubstr("\nexample:\n  layerctl "));
+    EXPECT_THAT(r.out, HasSubstr("--server"));
+    EXPECT_THAT(r.out, HasSubstr("--json"));
+  }
+  r = LayerctlRaw({"--help"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_THAT(r.out, HasSubstr("notebook"));
+}
+
+}  // namespace
+}  // namespace layerserve::testing
