@@ -90,8 +90,8 @@ absl::StatusOr<GradCheckReport> GradCheck(const LayerSpec& spec, Impl impl,
 
   GradCheckReport report;
   report.impl_name = analytic.impl_name;
-  for (size_t k = 0; k < def->inputs.size(); ++k) {
-    const std::string name(def->inputs[k]);
+  for (size_t k = 0; k < def->grad_inputs.size(); ++k) {
+    const std::string name(def->grad_inputs[k]);
     Tensor& x = work.find(name)->second;
     auto f = [&](const Tensor&) -> absl::StatusOr<Tensor> {
       LS_ASSIGN_OR_RETURN(ForwardResult r, Forward(spec, impl, work));

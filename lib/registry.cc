@@ -13,7 +13,17 @@ absl::string_view ImplName(Impl impl) {
 }
 
 absl::string_view ParamKindName(ParamKind kind) {
-  return kind == ParamKind::kConv ? "conv_param" : "pool_param";
+  switch (kind) {
+    case ParamKind::kConv:
+      return "conv_param";
+    case ParamKind::kPool:
+      return "pool_param";
+    case ParamKind::kBatchnorm:
+      return "bn_param";
+    case ParamKind::kDropout:
+      break;
+  }
+  return "dropout_param";
 }
 
 const std::vector<const LayerDef*>& AllLayers() {
@@ -21,8 +31,20 @@ const std::vector<const LayerDef*>& AllLayers() {
   // linker would silently drop those.
   static const std::vector<const LayerDef*>* const table =
       new std::vector<const LayerDef*>{
-          &ConvLayerDef(),     &MaxPoolLayerDef(),      &ReluLayerDef(),
-          &ConvReluLayerDef(), &ConvReluPoolLayerDef(),
+          &ConvLayerDef(),
+          &MaxPoolLayerDef(),
+          &ReluLayerDef(),
+          &ConvReluLayerDef(),
+          &ConvReluPoolLayerDef(),
+          &AffineLayerDef(),
+          &AffineReluLayerDef(),
+          &BatchnormLayerDef(),
+          &SpatialBatchnormLayerDef(),
+          &DropoutLayerDef(),
+          &SoftmaxLossLayerDef(),
+          &SvmLossLayerDef(),
+          &ConvBatchnormReluLayerDef(),
+          &AffineBatchnormReluLayerDef(),
       };
   return *table;
 }
@@ -64,13 +86,26 @@ absl::Status CheckInputSet(const LayerDef& def, const DescMap& inputs) {
                        "' (expected inputs: ", expected, ")"));
     }
   }
-  const absl::string_view first = def.inputs.front();
+  const std::set<absl::string_view> labels(def.label_inputs.begin(),
+                                           def.label_inputs.end());
+  const absl::string_view first = def.inputs.front();  // never a label
   const DType dtype = Input(inputs, first).dtype;
+  if (!IsFloat(dtype)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(def.name, ": input ", first,
+                     " must be float32 or float64, got ", DTypeName(dtype)));
+  }
   for (absl::string_view name : def.inputs) {
     const TensorDesc& d = Input(inputs, name);
     LS_RETURN_IF_ERROR(
         ValidateShape(d.shape, absl::StrCat(def.name, ": input ", name)));
-    if (d.dtype != dtype) {
+    if (labels.count(name) != 0) {
+      if (d.dtype != DType::kInt64) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            def.name, ": input ", name,
+            " holds class labels and must be int64, got ", DTypeName(d.dtype)));
+      }
+    } else if (d.dtype != dtype) {
       return absl::InvalidArgumentError(absl::StrCat(
           def.name, ": input ", name, " is ", DTypeName(d.dtype), " but ",
           first, " is ", DTypeName(dtype), " (all inputs share one dtype)"));
@@ -108,9 +143,10 @@ absl::StatusOr<ForwardResult> Forward(const LayerSpec& spec, Impl impl,
   LS_ASSIGN_OR_RETURN(Tensor out,
                       Tensor::Zeros(out_desc.dtype, std::move(out_desc.shape)));
   ForwardResult result;
-  LS_ASSIGN_OR_RETURN(result.impl_name, def->forward(spec, impl, inputs, &out));
-  if (fallback) absl::StrAppend(&result.impl_name, kNoFastPath);
   result.outputs.emplace(std::string(def->output), std::move(out));
+  LS_ASSIGN_OR_RETURN(result.impl_name,
+                      def->forward(spec, impl, inputs, &result.outputs));
+  if (fallback) absl::StrAppend(&result.impl_name, kNoFastPath);
   return result;
 }
 
@@ -137,8 +173,8 @@ absl::StatusOr<BackwardResult> Backward(const LayerSpec& spec, Impl impl,
         " but the output has shape ", ShapeString(out_desc.shape)));
   }
   BackwardResult result;
-  for (size_t i = 0; i < def->inputs.size(); ++i) {
-    const Tensor& in = Input(inputs, def->inputs[i]);
+  for (size_t i = 0; i < def->grad_inputs.size(); ++i) {
+    const Tensor& in = Input(inputs, def->grad_inputs[i]);
     LS_ASSIGN_OR_RETURN(Tensor g, Tensor::Zeros(in.dtype(), in.shape()));
     result.grads.emplace(std::string(def->grads[i]), std::move(g));
   }

@@ -17,7 +17,14 @@ constexpr size_t kAlignment = 64;
 
 template <typename Fn>
 auto Dispatch(DType dtype, Fn&& fn) {
-  if (dtype == DType::kFloat32) return fn(float{});
+  switch (dtype) {
+    case DType::kFloat32:
+      return fn(float{});
+    case DType::kInt64:
+      return fn(int64_t{});
+    case DType::kFloat64:
+      break;
+  }
   return fn(double{});
 }
 
@@ -26,14 +33,23 @@ auto Dispatch(DType dtype, Fn&& fn) {
 size_t ItemSize(DType dtype) { return dtype == DType::kFloat32 ? 4 : 8; }
 
 absl::string_view DTypeName(DType dtype) {
-  return dtype == DType::kFloat32 ? "float32" : "float64";
+  switch (dtype) {
+    case DType::kFloat32:
+      return "float32";
+    case DType::kInt64:
+      return "int64";
+    case DType::kFloat64:
+      break;
+  }
+  return "float64";
 }
 
 absl::StatusOr<DType> ParseDType(absl::string_view name) {
   if (name == "float32" || name == "f32") return DType::kFloat32;
   if (name == "float64" || name == "f64") return DType::kFloat64;
-  return absl::InvalidArgumentError(
-      absl::StrCat("dtype: expected float32 or float64, got '", name, "'"));
+  if (name == "int64" || name == "i64") return DType::kInt64;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "dtype: expected float32, float64 or int64, got '", name, "'"));
 }
 
 std::string ShapeString(const Shape& shape) {
@@ -114,6 +130,10 @@ absl::StatusOr<Tensor> Tensor::Linspace(DType dtype, Shape shape, double start,
 
 absl::StatusOr<Tensor> Tensor::RandomNormal(DType dtype, Shape shape,
                                             uint64_t seed) {
+  if (!IsFloat(dtype)) {
+    return absl::InvalidArgumentError(
+        "randn: standard-normal values need a float dtype, got int64");
+  }
   absl::StatusOr<Tensor> t = Zeros(dtype, std::move(shape));
   if (!t.ok()) return t;
   std::mt19937_64 gen(seed);

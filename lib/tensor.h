@@ -1,5 +1,6 @@
 // Tensor: a dense, contiguous, C-order (row-major; NCHW for images) array of
-// float32 or float64 values with a rank 1..4 shape of int64 dimensions.
+// float32 or float64 values (or int64, for class labels) with a rank 1..4
+// shape of int64 dimensions.
 //
 // Storage is 64-byte aligned (a cache line, and the widest vector load the
 // fast kernels issue). A Tensor owns its storage; it is movable but not
@@ -24,14 +25,17 @@
 
 namespace layerserve {
 
-enum class DType { kFloat32, kFloat64 };
+// kInt64 holds class labels (the losses' y); layers compute in the two float
+// dtypes only.
+enum class DType { kFloat32, kFloat64, kInt64 };
 
 // Bytes per element: 4 or 8.
 size_t ItemSize(DType dtype);
-// "float32" or "float64", the names users type and read.
+// "float32", "float64" or "int64", the names users type and read.
 absl::string_view DTypeName(DType dtype);
-// Parses "float32"/"f32" or "float64"/"f64".
+// Parses "float32"/"f32", "float64"/"f64" or "int64"/"i64".
 absl::StatusOr<DType> ParseDType(absl::string_view name);
+inline bool IsFloat(DType dtype) { return dtype != DType::kInt64; }
 
 template <typename T>
 struct DTypeOf;
@@ -42,6 +46,10 @@ struct DTypeOf<float> {
 template <>
 struct DTypeOf<double> {
   static constexpr DType value = DType::kFloat64;
+};
+template <>
+struct DTypeOf<int64_t> {
+  static constexpr DType value = DType::kInt64;
 };
 
 using Shape = std::vector<int64_t>;
@@ -81,9 +89,10 @@ class Tensor {
   // start + i * (stop - start) / (n - 1), and the last is exactly `stop`.
   static absl::StatusOr<Tensor> Linspace(DType dtype, Shape shape, double start,
                                          double stop);
-  // Standard-normal values from a seeded generator: the same seed gives the
-  // same values on every machine (our own Box-Muller over mt19937_64, not
-  // std::normal_distribution, whose algorithm is implementation-defined).
+  // Standard-normal values (float dtypes only) from a seeded generator: the
+  // same seed gives the same values on every machine (our own Box-Muller over
+  // mt19937_64, not std::normal_distribution, whose algorithm is
+  // implementation-defined).
   static absl::StatusOr<Tensor> RandomNormal(DType dtype, Shape shape,
                                              uint64_t seed);
 
@@ -117,7 +126,8 @@ class Tensor {
   }
 
   // Dtype-agnostic flat access, for code that is not on a hot path
-  // (gradient checks, comparisons, printing).
+  // (gradient checks, comparisons, printing). int64 values round-trip
+  // exactly up to 2^53.
   double GetFlat(int64_t i) const;
   void SetFlat(int64_t i, double v);
 

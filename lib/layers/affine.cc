@@ -4,6 +4,8 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "lib/layers/layer.h"
+#include "lib/status_macros.h"
 
 namespace layerserve {
 
@@ -39,6 +41,44 @@ absl::StatusOr<Shape> AffineOutputShape(absl::string_view layer, const Shape& x,
                      w[1], " outputs (w.shape[1])"));
   }
   return Shape{x[0], w[1]};
+}
+
+}  // namespace layerserve
+
+namespace layerserve {
+
+const LayerDef& AffineLayerDef() {
+  static const LayerDef* const def = [] {
+    auto* d = new LayerDef;
+    d->name = "affine";
+    d->summary =
+        "fully connected: x (N, d1, ...) read as (N, D), out = x w + b";
+    d->inputs = {"x", "w", "b"};
+    d->output = "out";
+    d->grad_inputs = d->inputs;
+    d->grads = {"dx", "dw", "db"};
+    d->infer = [](const LayerSpec& spec,
+                  const DescMap& in) -> absl::StatusOr<TensorDesc> {
+      LS_ASSIGN_OR_RETURN(
+          Shape out,
+          AffineOutputShape(spec.name, Input(in, "x").shape,
+                            Input(in, "w").shape, Input(in, "b").shape));
+      return TensorDesc{Input(in, "x").dtype, std::move(out)};
+    };
+    d->forward = [](const LayerSpec&, Impl, const TensorMap& in,
+                    TensorMap* outputs) {
+      return naive::AffineForward(Input(in, "x"), Input(in, "w"),
+                                  Input(in, "b"), Output(outputs, "out"));
+    };
+    d->backward = [](const LayerSpec&, Impl, const TensorMap& in,
+                     const Tensor& dout, TensorMap* g) {
+      return naive::AffineBackward(
+          Input(in, "x"), Input(in, "w"), dout, &g->find("dx")->second,
+          &g->find("dw")->second, &g->find("db")->second);
+    };
+    return d;
+  }();
+  return *def;
 }
 
 }  // namespace layerserve

@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "lib/layers/layer.h"
 #include "lib/tensor.h"
 
 namespace layerserve {

@@ -46,3 +46,76 @@ absl::StatusOr<Shape> BatchnormOutputShape(
 }
 
 }  // namespace layerserve
+
+namespace layerserve {
+namespace {
+
+BatchnormTensors BnInputs(const TensorMap& in) {
+  return {&Input(in, "x"), &Input(in, "gamma"), &Input(in, "beta"),
+          &Input(in, "running_mean"), &Input(in, "running_var")};
+}
+
+LayerDef* MakeBatchnormDef(absl::string_view name, absl::string_view summary,
+                           bool spatial) {
+  auto* d = new LayerDef;
+  d->name = name;
+  d->summary = summary;
+  d->inputs = {"x", "gamma", "beta", "running_mean", "running_var"};
+  d->params = {ParamKind::kBatchnorm};
+  d->output = "out";
+  d->extra_outputs = {"running_mean", "running_var"};
+  d->grad_inputs = {"x", "gamma", "beta"};
+  d->grads = {"dx", "dgamma", "dbeta"};
+  d->infer = [spatial](const LayerSpec& spec,
+                       const DescMap& in) -> absl::StatusOr<TensorDesc> {
+    LS_ASSIGN_OR_RETURN(
+        Shape out,
+        BatchnormOutputShape(spec.name, spatial, Input(in, "x").shape,
+                             Input(in, "gamma").shape, Input(in, "beta").shape,
+                             Input(in, "running_mean").shape,
+                             Input(in, "running_var").shape, spec.bn));
+    return TensorDesc{Input(in, "x").dtype, std::move(out)};
+  };
+  d->forward = [spatial](const LayerSpec& spec, Impl, const TensorMap& in,
+                         TensorMap* outputs) -> absl::StatusOr<std::string> {
+    const Tensor& rm = Input(in, "running_mean");
+    LS_ASSIGN_OR_RETURN(Tensor new_mean, Tensor::Zeros(rm.dtype(), rm.shape()));
+    LS_ASSIGN_OR_RETURN(Tensor new_var, Tensor::Zeros(rm.dtype(), rm.shape()));
+    LS_ASSIGN_OR_RETURN(
+        std::string name,
+        naive::BatchnormForward(BnInputs(in), spec.bn, spatial,
+                                Output(outputs, "out"), &new_mean, &new_var));
+    outputs->emplace("running_mean", std::move(new_mean));
+    outputs->emplace("running_var", std::move(new_var));
+    return name;
+  };
+  d->backward = [spatial](const LayerSpec& spec, Impl, const TensorMap& in,
+                          const Tensor& dout, TensorMap* g) {
+    return naive::BatchnormBackward(
+        BnInputs(in), spec.bn, spatial, dout, &g->find("dx")->second,
+        &g->find("dgamma")->second, &g->find("dbeta")->second);
+  };
+  return d;
+}
+
+}  // namespace
+
+const LayerDef& BatchnormLayerDef() {
+  static const LayerDef* const def = MakeBatchnormDef(
+      "batchnorm",
+      "batch normalization of x (N, D) per feature; train mode returns the "
+      "updated running_mean and running_var",
+      false);
+  return *def;
+}
+
+const LayerDef& SpatialBatchnormLayerDef() {
+  static const LayerDef* const def = MakeBatchnormDef(
+      "spatial_batchnorm",
+      "batch normalization of x (N, C, H, W) per channel; train mode returns "
+      "the updated running_mean and running_var",
+      true);
+  return *def;
+}
+
+}  // namespace layerserve

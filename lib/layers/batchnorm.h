@@ -17,16 +17,10 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "lib/layers/layer.h"
 #include "lib/tensor.h"
 
 namespace layerserve {
-
-struct BatchnormParam {
-  enum class Mode { kTrain, kTest };
-  Mode mode = Mode::kTrain;
-  double eps = 1e-5;
-  double momentum = 0.9;
-};
 
 // Validates the param and the five shapes; `spatial` picks the layout.
 // Returns out's shape (x's).

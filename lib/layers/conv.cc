@@ -87,6 +87,7 @@ const LayerDef& ConvLayerDef() {
     d->inputs = {"x", "w", "b"};
     d->params = {ParamKind::kConv};
     d->output = "out";
+    d->grad_inputs = d->inputs;
     d->grads = {"dx", "dw", "db"};
     d->has_fast = true;
     d->infer = [](const LayerSpec& spec,
@@ -98,7 +99,8 @@ const LayerDef& ConvLayerDef() {
       return TensorDesc{Input(in, "x").dtype, std::move(out)};
     };
     d->forward = [](const LayerSpec& spec, Impl impl, const TensorMap& in,
-                    Tensor* out) {
+                    TensorMap* outputs) {
+      Tensor* out = Output(outputs, "out");
       const Tensor &x = Input(in, "x"), &w = Input(in, "w"),
                    &b = Input(in, "b");
       return impl == Impl::kNaive ? naive::ConvForward(x, w, b, spec.conv, out)

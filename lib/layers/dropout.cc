@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "lib/status_macros.h"
 
 namespace layerserve {
 namespace {
@@ -59,4 +60,41 @@ absl::StatusOr<std::string> DropoutBackward(const Tensor& x,
 }
 
 }  // namespace naive
+}  // namespace layerserve
+
+namespace layerserve {
+
+const LayerDef& DropoutLayerDef() {
+  static const LayerDef* const def = [] {
+    auto* d = new LayerDef;
+    d->name = "dropout";
+    d->summary =
+        "inverted dropout; dropout_param.p is the probability of KEEPING a "
+        "unit (kept units are scaled by 1/p in train mode; test mode is the "
+        "identity); the mask is a function of dropout_param.seed";
+    d->inputs = {"x"};
+    d->params = {ParamKind::kDropout};
+    d->output = "out";
+    d->grad_inputs = d->inputs;
+    d->grads = {"dx"};
+    d->infer = [](const LayerSpec& spec,
+                  const DescMap& in) -> absl::StatusOr<TensorDesc> {
+      LS_RETURN_IF_ERROR(ValidateDropoutParam(spec.name, spec.dropout));
+      return Input(in, "x");
+    };
+    d->forward = [](const LayerSpec& spec, Impl, const TensorMap& in,
+                    TensorMap* outputs) {
+      return naive::DropoutForward(Input(in, "x"), spec.dropout,
+                                   Output(outputs, "out"));
+    };
+    d->backward = [](const LayerSpec& spec, Impl, const TensorMap& in,
+                     const Tensor& dout, TensorMap* g) {
+      return naive::DropoutBackward(Input(in, "x"), spec.dropout, dout,
+                                    &g->find("dx")->second);
+    };
+    return d;
+  }();
+  return *def;
+}
+
 }  // namespace layerserve

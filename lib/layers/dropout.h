@@ -17,15 +17,10 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "lib/layers/layer.h"
 #include "lib/tensor.h"
 
 namespace layerserve {
-
-struct DropoutParam {
-  double p = 0.5;  // keep probability, in (0, 1]
-  bool train = true;
-  uint64_t seed = 0;
-};
 
 absl::Status ValidateDropoutParam(absl::string_view layer,
                                   const DropoutParam& p);

@@ -35,6 +35,21 @@ struct PoolParam {
   int64_t stride = 2;
 };
 
+// The course's bn_param, for batchnorm and spatial_batchnorm.
+struct BatchnormParam {
+  enum class Mode { kTrain, kTest };
+  Mode mode = Mode::kTrain;
+  double eps = 1e-5;
+  double momentum = 0.9;
+};
+
+// dropout_param. p is the probability of KEEPING a unit (see dropout.h).
+struct DropoutParam {
+  double p = 0.5;
+  bool train = true;
+  uint64_t seed = 0;
+};
+
 enum class Impl { kNaive, kFast };
 absl::string_view ImplName(Impl impl);  // "naive" / "fast"
 
@@ -44,13 +59,17 @@ struct LayerSpec {
   std::string name;
   ConvParam conv;
   PoolParam pool;
+  BatchnormParam bn;
+  DropoutParam dropout;
 };
 
 using TensorMap = std::map<std::string, Tensor, std::less<>>;
 using DescMap = std::map<std::string, TensorDesc, std::less<>>;
 
 struct ForwardResult {
-  TensorMap outputs;      // keyed by LayerDef::output ("out")
+  // Keyed by LayerDef::output ("out", "loss") and LayerDef::extra_outputs
+  // (batchnorm's updated "running_mean", "running_var").
+  TensorMap outputs;
   std::string impl_name;  // which implementation ran, oneDNN style
 };
 
@@ -59,8 +78,9 @@ struct BackwardResult {
   std::string impl_name;
 };
 
-enum class ParamKind { kConv, kPool };
-absl::string_view ParamKindName(ParamKind kind);  // "conv_param" / "pool_param"
+enum class ParamKind { kConv, kPool, kBatchnorm, kDropout };
+// "conv_param", "pool_param", "bn_param", "dropout_param".
+absl::string_view ParamKindName(ParamKind kind);
 
 // One row of the layer registry. Families define theirs in
 // lib/layers/<family>.cc; lib/registry.cc lists them.
@@ -68,23 +88,32 @@ struct LayerDef {
   absl::string_view name;
   absl::string_view summary;
   std::vector<absl::string_view> inputs;  // the seed's argument names
+  // Inputs that hold int64 class labels (the losses' y); every other input
+  // is float32/float64, all of one dtype.
+  std::vector<absl::string_view> label_inputs;
   std::vector<ParamKind> params;
-  absl::string_view output;              // "out"
-  std::vector<absl::string_view> grads;  // "d" + input, in input order
-  bool has_fast = false;                 // FAST would not fall back to naive
+  absl::string_view output;  // "out" (or "loss"): what gradients flow into
+  // Further outputs that are not differentiated (batchnorm's running stats).
+  std::vector<absl::string_view> extra_outputs;
+  // The inputs that get a gradient, in input order, and their gradients'
+  // names ("d" + input). Labels and running statistics get none.
+  std::vector<absl::string_view> grad_inputs;
+  std::vector<absl::string_view> grads;
+  bool has_fast = false;  // FAST would not fall back to naive
 
   // Validates shapes and params of inputs that are known to be present and
   // of one dtype; returns the output's desc. Never allocates, so the server
   // can check size limits before any work.
   std::function<absl::StatusOr<TensorDesc>(const LayerSpec&, const DescMap&)>
       infer;
-  // Computes outputs into `out` (pre-allocated with the inferred desc,
-  // zero-filled). Returns the implementation name that ran.
+  // Computes the outputs. `outputs` holds the primary output, allocated
+  // with the inferred desc and zero-filled; the layer adds its
+  // extra_outputs. Returns the implementation name that ran.
   std::function<absl::StatusOr<std::string>(
-      const LayerSpec&, Impl, const TensorMap& inputs, Tensor* out)>
+      const LayerSpec&, Impl, const TensorMap& inputs, TensorMap* outputs)>
       forward;
-  // Computes every gradient into `grads`, pre-allocated with the inputs'
-  // descs and zero-filled, keyed by grad name.
+  // Computes every gradient into `grads`, pre-allocated with the descs of
+  // grad_inputs and zero-filled, keyed by grad name.
   std::function<absl::StatusOr<std::string>(
       const LayerSpec&, Impl, const TensorMap& inputs, const Tensor& dout,
       TensorMap* grads)>
@@ -98,6 +127,10 @@ inline const Tensor& Input(const TensorMap& inputs, absl::string_view name) {
 inline const TensorDesc& Input(const DescMap& inputs, absl::string_view name) {
   return inputs.find(name)->second;
 }
+// The primary output in a forward's output map.
+inline Tensor* Output(TensorMap* outputs, absl::string_view name) {
+  return &outputs->find(name)->second;
+}
 
 // Each family's rows (function-local statics: no static-init order issues).
 const LayerDef& ConvLayerDef();
@@ -105,6 +138,15 @@ const LayerDef& MaxPoolLayerDef();
 const LayerDef& ReluLayerDef();
 const LayerDef& ConvReluLayerDef();
 const LayerDef& ConvReluPoolLayerDef();
+const LayerDef& AffineLayerDef();
+const LayerDef& AffineReluLayerDef();
+const LayerDef& BatchnormLayerDef();
+const LayerDef& SpatialBatchnormLayerDef();
+const LayerDef& DropoutLayerDef();
+const LayerDef& SoftmaxLossLayerDef();
+const LayerDef& SvmLossLayerDef();
+const LayerDef& ConvBatchnormReluLayerDef();
+const LayerDef& AffineBatchnormReluLayerDef();
 
 }  // namespace layerserve
 

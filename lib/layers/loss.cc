@@ -2,6 +2,7 @@
 #include "lib/layers/loss.h"
 
 #include "absl/strings/str_cat.h"
+#include "lib/status_macros.h"
 
 namespace layerserve {
 
@@ -30,6 +31,77 @@ absl::Status ValidateLabels(absl::string_view layer, const int64_t* y,
     }
   }
   return absl::OkStatus();
+}
+
+}  // namespace layerserve
+
+namespace layerserve {
+namespace {
+
+LayerDef* MakeLossDef(absl::string_view name, absl::string_view summary,
+                      LossKind kind) {
+  auto* d = new LayerDef;
+  d->name = name;
+  d->summary = summary;
+  d->inputs = {"x", "y"};
+  d->label_inputs = {"y"};
+  d->output = "loss";
+  d->grad_inputs = {"x"};
+  d->grads = {"dx"};
+  d->infer = [](const LayerSpec& spec,
+                const DescMap& in) -> absl::StatusOr<TensorDesc> {
+    LS_RETURN_IF_ERROR(ValidateLossInputs(spec.name, Input(in, "x").shape,
+                                          Input(in, "y").shape));
+    // The mean loss, as a one-element tensor.
+    return TensorDesc{Input(in, "x").dtype, Shape{1}};
+  };
+  // Label values are data, so they are checked here rather than in infer.
+  auto run = [kind](const LayerSpec& spec, const TensorMap& in, double dloss,
+                    double* loss, Tensor* dx) -> absl::Status {
+    const Tensor& x = Input(in, "x");
+    const Tensor& y = Input(in, "y");
+    LS_RETURN_IF_ERROR(
+        ValidateLabels(spec.name, y.data<int64_t>(), y.size(), x.dim(1)));
+    return naive::Loss(kind, x, y.data<int64_t>(), dloss, loss, dx);
+  };
+  d->forward = [run](const LayerSpec& spec, Impl, const TensorMap& in,
+                     TensorMap* outputs) -> absl::StatusOr<std::string> {
+    const Tensor& x = Input(in, "x");
+    LS_ASSIGN_OR_RETURN(Tensor dx, Tensor::Zeros(x.dtype(), x.shape()));
+    double loss = 0;
+    LS_RETURN_IF_ERROR(run(spec, in, 1.0, &loss, &dx));
+    Output(outputs, "loss")->SetFlat(0, loss);
+    return std::string("naive");
+  };
+  d->backward = [run](const LayerSpec& spec, Impl, const TensorMap& in,
+                      const Tensor& dout,
+                      TensorMap* g) -> absl::StatusOr<std::string> {
+    double loss = 0;
+    LS_RETURN_IF_ERROR(
+        run(spec, in, dout.GetFlat(0), &loss, &g->find("dx")->second));
+    return std::string("naive");
+  };
+  return d;
+}
+
+}  // namespace
+
+const LayerDef& SoftmaxLossLayerDef() {
+  static const LayerDef* const def = MakeLossDef(
+      "softmax_loss",
+      "softmax cross-entropy of scores x (N, C) against int64 labels y (N,); "
+      "loss is the batch mean, shape (1,)",
+      LossKind::kSoftmax);
+  return *def;
+}
+
+const LayerDef& SvmLossLayerDef() {
+  static const LayerDef* const def = MakeLossDef(
+      "svm_loss",
+      "multiclass hinge loss (margin 1) of scores x (N, C) against int64 "
+      "labels y (N,); loss is the batch mean, shape (1,)",
+      LossKind::kSvm);
+  return *def;
 }
 
 }  // namespace layerserve

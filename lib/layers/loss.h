@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "lib/layers/layer.h"
 #include "lib/tensor.h"
 
 namespace layerserve {

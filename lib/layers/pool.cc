@@ -47,6 +47,7 @@ const LayerDef& MaxPoolLayerDef() {
     d->inputs = {"x"};
     d->params = {ParamKind::kPool};
     d->output = "out";
+    d->grad_inputs = d->inputs;
     d->grads = {"dx"};
     d->has_fast = true;
     d->infer = [](const LayerSpec& spec,
@@ -57,7 +58,8 @@ const LayerDef& MaxPoolLayerDef() {
       return TensorDesc{Input(in, "x").dtype, std::move(out)};
     };
     d->forward = [](const LayerSpec& spec, Impl impl, const TensorMap& in,
-                    Tensor* out) {
+                    TensorMap* outputs) {
+      Tensor* out = Output(outputs, "out");
       const Tensor& x = Input(in, "x");
       return impl == Impl::kNaive ? naive::MaxPoolForward(x, spec.pool, out)
                                   : fast::MaxPoolForward(x, spec.pool, out);

@@ -12,6 +12,7 @@ const LayerDef& ReluLayerDef() {
     d->summary = "rectified linear unit: out = max(0, x); any shape";
     d->inputs = {"x"};
     d->output = "out";
+    d->grad_inputs = d->inputs;
     d->grads = {"dx"};
     d->has_fast = true;
     d->infer = [](const LayerSpec&,
@@ -19,7 +20,8 @@ const LayerDef& ReluLayerDef() {
       return Input(in, "x");
     };
     d->forward = [](const LayerSpec&, Impl impl, const TensorMap& in,
-                    Tensor* out) {
+                    TensorMap* outputs) {
+      Tensor* out = Output(outputs, "out");
       const Tensor& x = Input(in, "x");
       return impl == Impl::kNaive ? naive::ReluForward(x, out)
                                   : fast::ReluForward(x, out);

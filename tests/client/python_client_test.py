@@ -79,7 +79,11 @@ class LiveServerTest(unittest.TestCase):
     def test_list_layers(self):
         names = [l.name for l in self.client.list_layers()]
         self.assertEqual(names, ["conv", "max_pool", "relu", "conv_relu",
-                                 "conv_relu_pool"])
+                                 "conv_relu_pool", "affine", "affine_relu",
+                                 "batchnorm", "spatial_batchnorm", "dropout",
+                                 "softmax_loss", "svm_loss",
+                                 "conv_batchnorm_relu",
+                                 "affine_batchnorm_relu"])
 
     def test_forward_matches_numpy(self):
         rng = np.random.default_rng(0)

@@ -14,17 +14,28 @@ using ::testing::ElementsAre;
 TEST(Registry, ListsTheSeedsLayers) {
   std::vector<std::string> names;
   for (const LayerDef* d : AllLayers()) names.emplace_back(d->name);
-  EXPECT_THAT(names, ElementsAre("conv", "max_pool", "relu", "conv_relu",
-                                 "conv_relu_pool"));
+  EXPECT_THAT(
+      names,
+      ElementsAre("conv", "max_pool", "relu", "conv_relu", "conv_relu_pool",
+                  "affine", "affine_relu", "batchnorm", "spatial_batchnorm",
+                  "dropout", "softmax_loss", "svm_loss", "conv_batchnorm_relu",
+                  "affine_batchnorm_relu"));
 }
 
 TEST(Registry, RowsAreConsistent) {
   for (const LayerDef* d : AllLayers()) {
     SCOPED_TRACE(std::string(d->name));
-    EXPECT_EQ(d->output, "out");
-    ASSERT_EQ(d->inputs.size(), d->grads.size());
-    for (size_t i = 0; i < d->inputs.size(); ++i) {
-      EXPECT_EQ(std::string(d->grads[i]), "d" + std::string(d->inputs[i]));
+    EXPECT_TRUE(d->output == "out" || d->output == "loss");
+    ASSERT_EQ(d->grad_inputs.size(), d->grads.size());
+    const std::set<absl::string_view> inputs(d->inputs.begin(),
+                                             d->inputs.end());
+    for (size_t i = 0; i < d->grad_inputs.size(); ++i) {
+      EXPECT_EQ(std::string(d->grads[i]), "d" + std::string(d->grad_inputs[i]));
+      EXPECT_EQ(inputs.count(d->grad_inputs[i]), 1u);
+    }
+    for (absl::string_view label : d->label_inputs) {
+      EXPECT_EQ(inputs.count(label), 1u);
+      EXPECT_NE(label, d->inputs.front());
     }
     EXPECT_TRUE(d->infer && d->forward && d->backward);
     EXPECT_FALSE(d->summary.empty());

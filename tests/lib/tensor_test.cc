@@ -138,7 +138,14 @@ TEST(DType, ParsesAndNames) {
   EXPECT_EQ(ParseDType("float32").value(), DType::kFloat32);
   EXPECT_EQ(ParseDType("f64").value(), DType::kFloat64);
   EXPECT_THAT(ParseDType("int8").status().message(),
-              HasSubstr("expected float32 or float64, got 'int8'"));
+              HasSubstr("expected float32, float64 or int64, got 'int8'"));
+  EXPECT_EQ(ParseDType("int64").value(), DType::kInt64);
+  EXPECT_EQ(DTypeName(DType::kInt64), "int64");
+  EXPECT_EQ(ItemSize(DType::kInt64), 8u);
+  EXPECT_FALSE(Tensor::RandomNormal(DType::kInt64, {2}, 1).ok());
+  Tensor labels = Tensor::Zeros(DType::kInt64, {3}).value();
+  labels.SetFlat(2, 9007199254740992.0);  // 2^53 round-trips
+  EXPECT_EQ(labels.data<int64_t>()[2], int64_t{1} << 53);
   EXPECT_EQ(DTypeName(DType::kFloat32), "float32");
   EXPECT_EQ(ItemSize(DType::kFloat64), 8u);
   EXPECT_EQ(ShapeString({3}), "(3,)");

@@ -253,8 +253,12 @@ TEST(ListLayersTest, ListsEveryRegistryLayer) {
   ASSERT_TRUE(r.ok()) << r.status();
   std::vector<std::string> names;
   for (const v1::LayerInfo& l : r->layers()) names.push_back(l.name());
-  EXPECT_EQ(names, std::vector<std::string>({"conv", "max_pool", "relu",
-                                             "conv_relu", "conv_relu_pool"}));
+  EXPECT_EQ(names,
+            std::vector<std::string>(
+                {"conv", "max_pool", "relu", "conv_relu", "conv_relu_pool",
+                 "affine", "affine_relu", "batchnorm", "spatial_batchnorm",
+                 "dropout", "softmax_loss", "svm_loss", "conv_batchnorm_relu",
+                 "affine_batchnorm_relu"}));
   const v1::LayerInfo& conv = r->layers(0);
   EXPECT_THAT(conv.inputs(), ::testing::ElementsAre("x", "w", "b"));
   EXPECT_THAT(conv.params(), ::testing::ElementsAre("conv_param"));
