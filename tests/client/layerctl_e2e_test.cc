@@ -127,7 +127,7 @@ TEST_F(LayerctlTest, ListPrintsTheCatalog) {
   ASSERT_EQ(r.exit_code, 0) << Describe(r);
   std::vector<std::string> lines =
       absl::StrSplit(r.out, '\n', absl::SkipEmpty());
-  ASSERT_EQ(lines.size(), 6u) << r.out;
+  ASSERT_EQ(lines.size(), 15u) << r.out;  // a header and 14 layers
   EXPECT_THAT(lines[0], StartsWith("LAYER "));
   EXPECT_THAT(lines[1], AllOf(StartsWith("conv "), HasSubstr("x,w,b"),
                               HasSubstr("conv_param"), HasSubstr("dx,dw,db"),
@@ -138,7 +138,9 @@ TEST_F(LayerctlTest, ListPrintsTheCatalog) {
   r = Layerctl("list", {"--json"});
   ASSERT_EQ(r.exit_code, 0) << Describe(r);
   EXPECT_EQ(Py(r.out, "','.join(l['name'] for l in d['layers'])"),
-            "conv,max_pool,relu,conv_relu,conv_relu_pool");
+            "conv,max_pool,relu,conv_relu,conv_relu_pool,affine,affine_relu,"
+            "batchnorm,spatial_batchnorm,dropout,softmax_loss,svm_loss,"
+            "conv_batchnorm_relu,affine_batchnorm_relu");
   EXPECT_EQ(Py(r.out, "d['layers'][0]['grads']"), "['dx', 'dw', 'db']");
 }
 
