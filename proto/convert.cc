@@ -19,14 +19,25 @@ absl::StatusOr<DType> DTypeFromProto(int dtype, absl::string_view field) {
       return DType::kFloat32;
     case v1::FLOAT64:
       return DType::kFloat64;
+    case v1::INT64:
+      return DType::kInt64;
     default:
-      return absl::InvalidArgumentError(absl::StrCat(
-          field, ": must be FLOAT32 or FLOAT64, got ", ProtoDTypeName(dtype)));
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": must be FLOAT32, FLOAT64 or INT64, got ",
+                       ProtoDTypeName(dtype)));
   }
 }
 
 v1::DType DTypeToProto(DType dtype) {
-  return dtype == DType::kFloat32 ? v1::FLOAT32 : v1::FLOAT64;
+  switch (dtype) {
+    case DType::kFloat32:
+      return v1::FLOAT32;
+    case DType::kInt64:
+      return v1::INT64;
+    case DType::kFloat64:
+      break;
+  }
+  return v1::FLOAT64;
 }
 
 std::string ProtoDTypeName(int dtype) {
@@ -109,14 +120,42 @@ void TensorMapToProto(const TensorMap& tensors, ProtoTensorMap* protos) {
   for (const auto& [key, t] : tensors) TensorToProto(t, &(*protos)[key]);
 }
 
+namespace {
+
+bool HasParam(const v1::LayerSpec& proto, ParamKind kind) {
+  switch (kind) {
+    case ParamKind::kConv:
+      return proto.has_conv_param();
+    case ParamKind::kPool:
+      return proto.has_pool_param();
+    case ParamKind::kBatchnorm:
+      return proto.has_bn_param();
+    case ParamKind::kDropout:
+      break;
+  }
+  return proto.has_dropout_param();
+}
+
+// TRAIN -> true, TEST -> false; anything else names the field.
+absl::StatusOr<bool> TrainFromProto(int mode, absl::string_view field) {
+  if (mode == v1::TRAIN) return true;
+  if (mode == v1::TEST) return false;
+  const std::string got = v1::Mode_IsValid(mode)
+                              ? v1::Mode_Name(static_cast<v1::Mode>(mode))
+                              : absl::StrCat(mode);
+  return absl::InvalidArgumentError(
+      absl::StrCat(field, ": must be TRAIN or TEST, got ", got));
+}
+
+}  // namespace
+
 absl::StatusOr<LayerSpec> LayerSpecFromProto(const v1::LayerSpec& proto,
                                              absl::string_view field) {
   LS_ASSIGN_OR_RETURN(const LayerDef* def, FindLayer(proto.name()));
   LayerSpec spec;
   spec.name = proto.name();
   for (ParamKind kind : def->params) {
-    const bool present = kind == ParamKind::kConv ? proto.has_conv_param()
-                                                  : proto.has_pool_param();
+    const bool present = HasParam(proto, kind);
     if (!present) {
       return absl::InvalidArgumentError(
           absl::StrCat(field, ".", ParamKindName(kind), ": layer '", def->name,
@@ -128,6 +167,25 @@ absl::StatusOr<LayerSpec> LayerSpecFromProto(const v1::LayerSpec& proto,
   spec.pool.pool_height = proto.pool_param().pool_height();
   spec.pool.pool_width = proto.pool_param().pool_width();
   spec.pool.stride = proto.pool_param().stride();
+  for (ParamKind kind : def->params) {
+    if (kind == ParamKind::kBatchnorm) {
+      const v1::BatchnormParam& bn = proto.bn_param();
+      LS_ASSIGN_OR_RETURN(
+          bool train,
+          TrainFromProto(bn.mode(), absl::StrCat(field, ".bn_param.mode")));
+      spec.bn.mode =
+          train ? BatchnormParam::Mode::kTrain : BatchnormParam::Mode::kTest;
+      if (bn.has_eps()) spec.bn.eps = bn.eps();
+      if (bn.has_momentum()) spec.bn.momentum = bn.momentum();
+    } else if (kind == ParamKind::kDropout) {
+      const v1::DropoutParam& d = proto.dropout_param();
+      LS_ASSIGN_OR_RETURN(
+          spec.dropout.train,
+          TrainFromProto(d.mode(), absl::StrCat(field, ".dropout_param.mode")));
+      spec.dropout.p = d.p();
+      spec.dropout.seed = d.seed();
+    }
+  }
   return spec;
 }
 
@@ -135,10 +193,23 @@ void LayerSpecToProto(const LayerSpec& spec, v1::LayerSpec* proto) {
   proto->Clear();
   proto->set_name(spec.name);
   absl::StatusOr<const LayerDef*> def = FindLayer(spec.name);
-  bool conv = !def.ok(), pool = !def.ok();
+  bool conv = !def.ok(), pool = !def.ok(), bn = !def.ok(), dropout = !def.ok();
   if (def.ok()) {
     for (ParamKind kind : (*def)->params) {
-      (kind == ParamKind::kConv ? conv : pool) = true;
+      switch (kind) {
+        case ParamKind::kConv:
+          conv = true;
+          break;
+        case ParamKind::kPool:
+          pool = true;
+          break;
+        case ParamKind::kBatchnorm:
+          bn = true;
+          break;
+        case ParamKind::kDropout:
+          dropout = true;
+          break;
+      }
     }
   }
   // The values are narrowed to the wire's int32; a spec built by
@@ -153,6 +224,19 @@ void LayerSpecToProto(const LayerSpec& spec, v1::LayerSpec* proto) {
     p->set_pool_height(static_cast<int32_t>(spec.pool.pool_height));
     p->set_pool_width(static_cast<int32_t>(spec.pool.pool_width));
     p->set_stride(static_cast<int32_t>(spec.pool.stride));
+  }
+  if (bn) {
+    v1::BatchnormParam* p = proto->mutable_bn_param();
+    p->set_mode(spec.bn.mode == BatchnormParam::Mode::kTrain ? v1::TRAIN
+                                                             : v1::TEST);
+    p->set_eps(spec.bn.eps);
+    p->set_momentum(spec.bn.momentum);
+  }
+  if (dropout) {
+    v1::DropoutParam* p = proto->mutable_dropout_param();
+    p->set_p(spec.dropout.p);
+    p->set_mode(spec.dropout.train ? v1::TRAIN : v1::TEST);
+    p->set_seed(spec.dropout.seed);
   }
 }
 
@@ -189,6 +273,15 @@ void LayerInfoToProto(const LayerDef& def, v1::LayerInfo* proto) {
   proto->add_dtypes(v1::FLOAT32);
   proto->add_dtypes(v1::FLOAT64);
   proto->set_has_fast(def.has_fast);
+  for (absl::string_view in : def.label_inputs) {
+    proto->add_label_inputs(std::string(in));
+  }
+  for (absl::string_view out : def.extra_outputs) {
+    proto->add_extra_outputs(std::string(out));
+  }
+  for (absl::string_view in : def.grad_inputs) {
+    proto->add_grad_inputs(std::string(in));
+  }
 }
 
 }  // namespace layerserve

@@ -27,11 +27,12 @@ namespace layerserve {
 
 using ProtoTensorMap = google::protobuf::Map<std::string, v1::Tensor>;
 
-// FLOAT32/FLOAT64; INVALID_ARGUMENT naming `field` for DTYPE_UNSPECIFIED or
-// a value this version does not know.
+// FLOAT32/FLOAT64/INT64; INVALID_ARGUMENT naming `field` for
+// DTYPE_UNSPECIFIED or a value this version does not know.
 absl::StatusOr<DType> DTypeFromProto(int dtype, absl::string_view field);
 v1::DType DTypeToProto(DType dtype);
-// "FLOAT32", "FLOAT64", "DTYPE_UNSPECIFIED" or the number: the wire names.
+// "FLOAT32", "FLOAT64", "INT64", "DTYPE_UNSPECIFIED" or the number: the
+// wire names.
 std::string ProtoDTypeName(int dtype);
 
 // The dtype and shape of a wire tensor, checked without copying its data:
@@ -65,7 +66,8 @@ void TensorMapToProto(const TensorMap& tensors, ProtoTensorMap* protos);
 // (INVALID_ARGUMENT listing the known ones otherwise) and every parameter
 // message it lists in LayerDef::params is set (INVALID_ARGUMENT naming
 // `field`.conv_param otherwise). Parameter values are checked with the
-// shapes, by the registry. Messages the layer does not use are ignored.
+// shapes, by the registry; bn_param.mode and dropout_param.mode must be
+// TRAIN or TEST. Messages the layer does not use are ignored.
 absl::StatusOr<LayerSpec> LayerSpecFromProto(const v1::LayerSpec& proto,
                                              absl::string_view field = "layer");
 // Sets name and the parameter messages the layer uses (both when the layer

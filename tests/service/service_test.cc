@@ -608,14 +608,14 @@ std::vector<BadCase> BadCases() {
        Which::kDefault,
        BadForward([](auto& r) { In(r, "x").set_dtype(v1::DTYPE_UNSPECIFIED); }),
        kInvalid,
-       {"inputs[\"x\"].dtype: must be FLOAT32 or FLOAT64, got "
+       {"inputs[\"x\"].dtype: must be FLOAT32, FLOAT64 or INT64, got "
         "DTYPE_UNSPECIFIED"}},
       {"DtypeUnknownValue",
        Which::kDefault,
        BadForward(
            [](auto& r) { In(r, "x").set_dtype(static_cast<v1::DType>(7)); }),
        kInvalid,
-       {"inputs[\"x\"].dtype: must be FLOAT32 or FLOAT64, got 7"}},
+       {"inputs[\"x\"].dtype: must be FLOAT32, FLOAT64 or INT64, got 7"}},
       {"DtypesMixed",
        Which::kDefault,
        BadForward([](auto& r) {
