@@ -102,7 +102,14 @@ int RunBench(const Args& args) {
       "NAME=SPEC... [dout=SPEC]",
       "  layerctl bench --rpc forward --layer conv --stride 1 --pad 1 \\\n"
       "      --requests 1000 --concurrency 4 \\\n"
-      "      x=randn:8,3,32,32 w=randn:16,3,3,3 b=randn:16");
+      "      x=randn:8,3,32,32 w=randn:16,3,3,3 b=randn:16\n"
+      "  layerctl bench --rpc backward --layer spatial_batchnorm --mode train "
+      "\\\n"
+      "      --requests 200 x=randn:16,32,16,16 gamma=randn:32 beta=randn:32 "
+      "\\\n"
+      "      running_mean=zeros:32 running_var=linspace:1,1:32\n"
+      "  layerctl bench --rpc forward --layer softmax_loss --requests 500 \\\n"
+      "      x=randn:64,10 y=labels:64:10");
   AddConnectionFlags(flags, conn, absl::Seconds(60));
   flags.String("rpc", &rpc, "forward, backward, gradcheck or compare");
   AddLayerFlags(flags, lf, /*with_impl=*/true);
@@ -146,14 +153,14 @@ int RunBench(const Args& args) {
     }
   }
   auto fill = [&](auto& req) {
-    LayerSpecToProto(*spec, req.mutable_layer());
+    LayerSpecToWire(flags, *spec, req.mutable_layer());
     InputsToProto(*tensors, {"dout"}, req.mutable_inputs());
     if (auto it = tensors->find("dout"); it != tensors->end()) {
       TensorToProto(it->second, req.mutable_dout());
     }
   };
   if (rpc == "forward") {
-    LayerSpecToProto(*spec, work.forward.mutable_layer());
+    LayerSpecToWire(flags, *spec, work.forward.mutable_layer());
     work.forward.set_implementation(ImplToProto(*impl));
     InputsToProto(*tensors, {"dout"}, work.forward.mutable_inputs());
   } else if (rpc == "backward") {

@@ -24,7 +24,11 @@ namespace {
 
 constexpr char kInputsHelp[] =
     "Inputs are NAME=SPEC with SPEC one of randn:D1,D2,... (seeded by\n"
-    "--seed), linspace:START,STOP:D1,..., zeros:D1,... or a .npy file.";
+    "--seed), linspace:START,STOP:D1,..., zeros:D1,..., labels:N:C (N int64\n"
+    "class labels uniform in [0, C), seeded by --seed; for a loss's y) or a\n"
+    ".npy file (float32, float64, or int64 for labels). Batchnorm layers take\n"
+    "--mode (required), --eps, --momentum; dropout --mode, --p, "
+    "--dropout_seed.";
 
 // Everything a layer command needs once its flags are parsed.
 struct Prepared {
@@ -156,9 +160,15 @@ int RunList(const Args& args) {
       for (const std::string& s : l.inputs()) json.String(s);
       json.EndArray().Key("params").BeginArray();
       for (const std::string& s : l.params()) json.String(s);
+      json.EndArray().Key("label_inputs").BeginArray();
+      for (const std::string& s : l.label_inputs()) json.String(s);
       json.EndArray().Key("output").String(l.output());
-      json.Key("grads").BeginArray();
+      json.Key("extra_outputs").BeginArray();
+      for (const std::string& s : l.extra_outputs()) json.String(s);
+      json.EndArray().Key("grads").BeginArray();
       for (const std::string& s : l.grads()) json.String(s);
+      json.EndArray().Key("grad_inputs").BeginArray();
+      for (const std::string& s : l.grad_inputs()) json.String(s);
       json.EndArray().Key("implementations").BeginArray();
       for (const std::string& s : impls(l)) json.String(s);
       json.EndArray().Key("dtypes").BeginArray();
@@ -169,15 +179,41 @@ int RunList(const Args& args) {
     PrintJson(json);
     return kExitOk;
   }
+  // Labels are marked with their dtype (every other input has one of
+  // DTYPES); extra outputs follow the differentiated one in parentheses.
+  auto inputs = [](const v1::LayerInfo& l) {
+    std::vector<std::string> v;
+    for (const std::string& in : l.inputs()) {
+      const bool label =
+          std::find(l.label_inputs().begin(), l.label_inputs().end(), in) !=
+          l.label_inputs().end();
+      v.push_back(label ? absl::StrCat(in, ":int64") : in);
+    }
+    return absl::StrJoin(v, ",");
+  };
+  auto output = [](const v1::LayerInfo& l) {
+    if (l.extra_outputs().empty()) return l.output();
+    return absl::StrCat(l.output(), "(+", absl::StrJoin(l.extra_outputs(), ","),
+                        ")");
+  };
+  // grads, or "d" + each grad input from a server that names only those.
+  auto grads = [](const v1::LayerInfo& l) {
+    if (!l.grads().empty() || l.grad_inputs().empty()) {
+      return absl::StrJoin(l.grads(), ",");
+    }
+    std::vector<std::string> v;
+    for (const std::string& in : l.grad_inputs()) v.push_back("d" + in);
+    return absl::StrJoin(v, ",");
+  };
   std::vector<std::vector<std::string>> rows = {{"LAYER", "INPUTS", "PARAMS",
                                                  "OUTPUT", "GRADS", "IMPLS",
                                                  "FAST", "DTYPES", "SUMMARY"}};
   for (const v1::LayerInfo& l : resp->layers()) {
-    rows.push_back({l.name(), absl::StrJoin(l.inputs(), ","),
+    rows.push_back({l.name(), inputs(l),
                     l.params().empty() ? "-" : absl::StrJoin(l.params(), ","),
-                    l.output(), absl::StrJoin(l.grads(), ","),
-                    absl::StrJoin(impls(l), ","), l.has_fast() ? "yes" : "no",
-                    absl::StrJoin(dtypes(l), ","), l.summary()});
+                    output(l), grads(l), absl::StrJoin(impls(l), ","),
+                    l.has_fast() ? "yes" : "no", absl::StrJoin(dtypes(l), ","),
+                    l.summary()});
   }
   std::vector<size_t> width(rows[0].size(), 0);
   for (const auto& row : rows) {
@@ -209,10 +245,13 @@ int RunForward(const Args& args) {
                    "summary of each\noutput; --out writes them as .npy.\n",
                    kInputsHelp),
       "NAME=SPEC...",
-      "  layerctl forward --layer conv --stride 2 --pad 1 --impl naive \\\n"
-      "      x=linspace:-0.1,0.5:2,3,4,4 w=linspace:-0.2,0.3:3,3,4,4 \\\n"
-      "      b=linspace:-0.1,0.2:3 --out /tmp/conv\n"
-      "  runs the seed notebook's conv forward cell; writes /tmp/conv/out.npy");
+      absl::StrCat(
+          "  layerctl forward --layer conv --stride 2 --pad 1 --impl naive \\\n"
+          "      x=linspace:-0.1,0.5:2,3,4,4 w=linspace:-0.2,0.3:3,3,4,4 \\\n"
+          "      b=linspace:-0.1,0.2:3 --out /tmp/conv\n"
+          "  runs the seed notebook's conv forward cell; writes "
+          "/tmp/conv/out.npy\n",
+          BatchnormAndLossExamples("forward")));
   AddConnectionFlags(flags, conn, absl::Seconds(60));
   AddLayerFlags(flags, lf, /*with_impl=*/true);
   flags.String("out", &out_dir, "directory for the outputs as NAME.npy");
@@ -225,7 +264,7 @@ int RunForward(const Args& args) {
     }
   }
   v1::ForwardRequest req;
-  LayerSpecToProto(p->spec, req.mutable_layer());
+  LayerSpecToWire(flags, p->spec, req.mutable_layer());
   req.set_implementation(ImplToProto(p->impl));
   InputsToProto(p->tensors, {}, req.mutable_inputs());
 
@@ -266,13 +305,16 @@ int RunBackward(const Args& args) {
       absl::StrCat("Runs a layer's backward pass on the server (the forward "
                    "pass is recomputed\nthere) and prints a summary of each "
                    "gradient; --out writes them as .npy.\ndout defaults to "
-                   "randn of the output's shape.\n",
+                   "randn of the output's shape (1.0 for a loss).\n",
                    kInputsHelp),
       "NAME=SPEC... [dout=SPEC]",
-      "  layerctl backward --layer conv --stride 1 --pad 1 --seed 3 \\\n"
-      "      x=randn:4,3,5,5 w=randn:2,3,3,3 b=randn:2 dout=randn:4,2,5,5 \\\n"
-      "      --out /tmp/grads\n"
-      "  writes /tmp/grads/dx.npy, dw.npy and db.npy");
+      absl::StrCat(
+          "  layerctl backward --layer conv --stride 1 --pad 1 --seed 3 \\\n"
+          "      x=randn:4,3,5,5 w=randn:2,3,3,3 b=randn:2 dout=randn:4,2,5,5 "
+          "\\\n"
+          "      --out /tmp/grads\n"
+          "  writes /tmp/grads/dx.npy, dw.npy and db.npy\n",
+          BatchnormAndLossExamples("backward")));
   AddConnectionFlags(flags, conn, absl::Seconds(60));
   AddLayerFlags(flags, lf, /*with_impl=*/true);
   flags.String("out", &out_dir, "directory for the gradients as NAME.npy");
@@ -289,7 +331,7 @@ int RunBackward(const Args& args) {
     }
   }
   v1::BackwardRequest req;
-  LayerSpecToProto(p->spec, req.mutable_layer());
+  LayerSpecToWire(flags, p->spec, req.mutable_layer());
   req.set_implementation(ImplToProto(p->impl));
   InputsToProto(p->tensors, {"dout"}, req.mutable_inputs());
   TensorToProto(p->tensors.at("dout"), req.mutable_dout());
@@ -338,10 +380,13 @@ int RunGradCheck(const Args& args) {
           "--max_rel_error, exits 1 when any error is above it.\n",
           kInputsHelp),
       "NAME=SPEC... [dout=SPEC]",
-      "  layerctl gradcheck --layer conv --stride 1 --pad 1 --impl naive \\\n"
-      "      x=randn:4,3,5,5 w=randn:2,3,3,3 b=randn:2 dout=randn:4,2,5,5 \\\n"
-      "      --max_rel_error 1e-7\n"
-      "  the seed notebook's conv backward cell");
+      absl::StrCat("  layerctl gradcheck --layer conv --stride 1 --pad 1 "
+                   "--impl naive \\\n"
+                   "      x=randn:4,3,5,5 w=randn:2,3,3,3 b=randn:2 "
+                   "dout=randn:4,2,5,5 \\\n"
+                   "      --max_rel_error 1e-7\n"
+                   "  the seed notebook's conv backward cell\n",
+                   BatchnormAndLossExamples("gradcheck")));
   AddConnectionFlags(flags, conn, absl::Seconds(120));
   AddLayerFlags(flags, lf, /*with_impl=*/true);
   flags.Double("h", &h, "finite-difference step; 0 means the server's 1e-5");
@@ -358,7 +403,7 @@ int RunGradCheck(const Args& args) {
     }
   }
   v1::GradCheckRequest req;
-  LayerSpecToProto(p->spec, req.mutable_layer());
+  LayerSpecToWire(flags, p->spec, req.mutable_layer());
   req.set_implementation(ImplToProto(p->impl));
   InputsToProto(p->tensors, {"dout"}, req.mutable_inputs());
   if (auto it = p->tensors.find("dout"); it != p->tensors.end()) {
@@ -443,9 +488,11 @@ int RunCompare(const Args& args) {
           "difference is above it.\n",
           kInputsHelp),
       "NAME=SPEC... [dout=SPEC]",
-      "  layerctl compare --layer conv --stride 2 --pad 1 --repeats 3 \\\n"
-      "      x=randn:100,3,31,31 w=randn:25,3,3,3 b=randn:25\n"
-      "  the seed notebook's conv naive-vs-fast cell");
+      absl::StrCat(
+          "  layerctl compare --layer conv --stride 2 --pad 1 --repeats 3 \\\n"
+          "      x=randn:100,3,31,31 w=randn:25,3,3,3 b=randn:25\n"
+          "  the seed notebook's conv naive-vs-fast cell\n",
+          BatchnormAndLossExamples("compare")));
   AddConnectionFlags(flags, conn, absl::Seconds(300));
   AddLayerFlags(flags, lf, /*with_impl=*/false);
   flags.Int("repeats", &repeats, "timed runs of each pass (best reported)");
@@ -461,7 +508,7 @@ int RunCompare(const Args& args) {
   absl::StatusOr<Prepared> p = Prepare(flags, lf, {"dout"});
   if (!p.ok()) return ReportError("compare", p.status(), false);
   v1::CompareRequest req;
-  LayerSpecToProto(p->spec, req.mutable_layer());
+  LayerSpecToWire(flags, p->spec, req.mutable_layer());
   InputsToProto(p->tensors, {"dout"}, req.mutable_inputs());
   if (auto it = p->tensors.find("dout"); it != p->tensors.end()) {
     TensorToProto(it->second, req.mutable_dout());

@@ -97,14 +97,63 @@ void AddLayerFlags(FlagSet& flags, LayerFlags& values, bool with_impl) {
   flags.Int("pool_width", &values.pool_width, "pool window width");
   flags.Int("pool_stride", &values.pool_stride,
             "pool stride of conv_relu_pool (max_pool: same as --stride)");
+  flags.String("mode", &values.mode,
+               "train or test: bn_param.mode of the batchnorm layers and "
+               "dropout_param.mode of dropout; required by those layers");
+  flags.Double("eps", &values.eps,
+               "bn_param.eps (> 0), added to the variance; sent only when "
+               "given");
+  flags.SetDefaultText("eps", "the server's, 1e-5");
+  flags.Double("momentum", &values.momentum,
+               "bn_param.momentum in [0, 1]: running = momentum * running + "
+               "(1 - momentum) * batch statistic; sent only when given");
+  flags.SetDefaultText("momentum", "the server's, 0.9");
+  flags.Double("p", &values.p,
+               "dropout_param.p: the probability of KEEPING a unit, in (0, "
+               "1]; kept units are scaled by 1/p in train mode. Required by "
+               "dropout");
+  flags.SetDefaultText("p", "none");
+  flags.Uint("dropout_seed", &values.dropout_seed,
+             "dropout_param.seed: the mask is a function of it and the "
+             "element index, so forward and backward with one seed agree");
   if (with_impl) {
     flags.String("impl", &values.impl, "implementation: naive or fast");
   }
   flags.String("dtype", &values.dtype,
-               "float32 or float64; .npy inputs are converted to it (default: "
-               "the .npy inputs' dtype, else float64)");
+               "float32 or float64 for the float inputs; .npy inputs are "
+               "converted to it; labels stay int64 (default: the float .npy "
+               "inputs' dtype, else float64)");
   flags.Uint("seed", &values.seed,
-             "seed of randn inputs (each input name gets its own stream)");
+             "seed of randn and labels inputs (each input name gets its own "
+             "stream)");
+}
+
+std::string BatchnormAndLossExamples(absl::string_view command) {
+  std::string bn = absl::StrCat(
+      "  layerctl ", command,
+      " --layer spatial_batchnorm --mode train --momentum 0.9 \\\n"
+      "      x=randn:2,3,4,5 gamma=linspace:1,3:3 beta=zeros:3 \\\n"
+      "      running_mean=zeros:3 running_var=linspace:1,1:3");
+  std::string loss = absl::StrCat("  layerctl ", command,
+                                  " --layer softmax_loss x=randn:8,10 "
+                                  "y=labels:8:10");
+  if (command == "forward") {
+    absl::StrAppend(&bn,
+                    "\n  train mode: prints out and the updated "
+                    "running_mean and running_var");
+    absl::StrAppend(&loss,
+                    "\n  y is 8 int64 labels in [0, 10) from --seed; prints "
+                    "the loss as a scalar");
+  } else if (command == "backward") {
+    absl::StrAppend(&bn, "\n  prints dx, dgamma and dbeta");
+    absl::StrAppend(&loss,
+                    "\n  dout defaults to 1.0 for a loss: prints the "
+                    "course's dx");
+  } else if (command == "gradcheck") {
+    absl::StrAppend(&bn, " \\\n      --max_rel_error 1e-5");
+    absl::StrAppend(&loss, " \\\n      --max_rel_error 1e-7");
+  }
+  return absl::StrCat(bn, "\n", loss);
 }
 
 absl::StatusOr<LayerSpec> LayerSpecFromFlags(const FlagSet& flags,
@@ -125,15 +174,50 @@ absl::StatusOr<LayerSpec> LayerSpecFromFlags(const FlagSet& flags,
   spec.conv = ConvParam{values.stride, values.pad};
   spec.pool =
       PoolParam{values.pool_height, values.pool_width, values.pool_stride};
+  if (flags.IsSet("mode") && values.mode != "train" && values.mode != "test") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--mode: expected train or test, got '", values.mode, "'"));
+  }
+  const bool train = values.mode != "test";
+  spec.bn.mode =
+      train ? BatchnormParam::Mode::kTrain : BatchnormParam::Mode::kTest;
+  spec.bn.eps = values.eps;
+  spec.bn.momentum = values.momentum;
+  spec.dropout.train = train;
+  spec.dropout.p = values.p;
+  spec.dropout.seed = values.dropout_seed;
   absl::StatusOr<const LayerDef*> def = FindLayer(values.layer);
   if (!def.ok()) return spec;  // the server decides; it lists known layers
 
   const bool conv = Uses(**def, ParamKind::kConv);
   const bool pool = Uses(**def, ParamKind::kPool);
+  const bool bn = Uses(**def, ParamKind::kBatchnorm);
+  const bool dropout = Uses(**def, ParamKind::kDropout);
   auto unused = [&](absl::string_view flag, absl::string_view param) {
     return absl::InvalidArgumentError(
         absl::StrCat("--", flag, ": layer ", values.layer, " has no ", param));
   };
+  for (const char* f : {"eps", "momentum"}) {
+    if (!bn && flags.IsSet(f)) return unused(f, "bn_param");
+  }
+  for (const char* f : {"p", "dropout_seed"}) {
+    if (!dropout && flags.IsSet(f)) return unused(f, "dropout_param");
+  }
+  if (!bn && !dropout && flags.IsSet("mode")) {
+    return unused("mode", "bn_param or dropout_param");
+  }
+  if ((bn || dropout) && !flags.IsSet("mode")) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--mode is required for layer ", values.layer, " (its ",
+                     bn ? "bn_param" : "dropout_param",
+                     ".mode): train or test, e.g. --mode train"));
+  }
+  if (dropout && !flags.IsSet("p")) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--p is required for layer ", values.layer,
+        ": dropout_param.p, the probability of KEEPING a unit, in (0, 1] "
+        "(e.g. --p 0.8 keeps 80% of the units)"));
+  }
   if (!conv && flags.IsSet("pad")) return unused("pad", "conv_param");
   if (!conv && !pool && flags.IsSet("stride")) {
     return unused("stride", "conv_param or pool_param");
@@ -153,6 +237,22 @@ absl::StatusOr<LayerSpec> LayerSpecFromFlags(const FlagSet& flags,
   return spec;
 }
 
+void LayerSpecToWire(const FlagSet& flags, const LayerSpec& spec,
+                     v1::LayerSpec* proto) {
+  LayerSpecToProto(spec, proto);
+  if (proto->has_bn_param()) {
+    v1::BatchnormParam* bn = proto->mutable_bn_param();
+    if (!flags.IsSet("eps")) bn->clear_eps();
+    if (!flags.IsSet("momentum")) bn->clear_momentum();
+    if (!flags.IsSet("mode")) bn->clear_mode();
+  }
+  if (proto->has_dropout_param()) {
+    v1::DropoutParam* d = proto->mutable_dropout_param();
+    if (!flags.IsSet("mode")) d->clear_mode();
+    if (!flags.IsSet("p")) d->clear_p();
+  }
+}
+
 absl::StatusOr<Impl> ImplFromFlags(const LayerFlags& values) {
   if (values.impl == "naive") return Impl::kNaive;
   if (values.impl == "fast") return Impl::kFast;
@@ -163,8 +263,10 @@ absl::StatusOr<Impl> ImplFromFlags(const LayerFlags& values) {
 absl::StatusOr<std::optional<DType>> DTypeFromFlags(const LayerFlags& values) {
   if (values.dtype.empty()) return std::optional<DType>();
   absl::StatusOr<DType> d = ParseDType(values.dtype);
-  if (!d.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("--", d.status().message()));
+  if (!d.ok() || !IsFloat(*d)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--dtype: expected float32 or float64, got '", values.dtype, "'",
+        d.ok() ? " (it sets the float inputs; labels are int64 anyway)" : ""));
   }
   return std::optional<DType>(*d);
 }
@@ -174,7 +276,9 @@ absl::StatusOr<TensorMap> TensorsFromArgs(
     const std::vector<std::string>& extra) {
   LS_ASSIGN_OR_RETURN(std::optional<DType> dtype, DTypeFromFlags(values));
   absl::StatusOr<const LayerDef*> def = FindLayer(spec.name);
+  std::optional<std::vector<std::string>> labels;
   if (def.ok()) {
+    labels.emplace((*def)->label_inputs.begin(), (*def)->label_inputs.end());
     // Names first, so that a typo is reported before files are read.
     std::vector<std::string> given;
     for (const std::string& arg : flags.positional()) {
@@ -202,13 +306,16 @@ absl::StatusOr<TensorMap> TensorsFromArgs(
     if (!missing.empty()) {
       std::vector<std::string> inputs;
       for (absl::string_view in : (*def)->inputs) inputs.emplace_back(in);
+      const bool label = std::find(labels->begin(), labels->end(),
+                                   missing[0]) != labels->end();
       return absl::InvalidArgumentError(absl::StrCat(
           "layer ", spec.name, " needs inputs ", absl::StrJoin(inputs, ", "),
           "; missing ", absl::StrJoin(missing, ", "),
-          " (give each as NAME=SPEC, e.g. ", missing[0], "=randn:2,3,8,8)"));
+          " (give each as NAME=SPEC, e.g. ", missing[0],
+          label ? "=labels:8:10)" : "=randn:2,3,8,8)"));
     }
   }
-  return MakeTensors(flags.positional(), dtype, values.seed);
+  return MakeTensors(flags.positional(), dtype, values.seed, labels);
 }
 
 void InputsToProto(TensorMap& tensors, const std::vector<std::string>& extra,
@@ -260,6 +367,14 @@ absl::Status AddDefaultDout(const LayerSpec& spec, TensorMap& tensors,
                             uint64_t seed) {
   if (tensors.count("dout") > 0) return absl::OkStatus();
   absl::StatusOr<TensorDesc> out = InferOutput(spec, DescsOf(tensors));
+  absl::StatusOr<const LayerDef*> def = FindLayer(spec.name);
+  if (out.ok() && def.ok() && (*def)->output == "loss") {
+    absl::StatusOr<Tensor> one = Tensor::Zeros(out->dtype, out->shape);
+    if (!one.ok()) return one.status();
+    one->Fill(1);
+    tensors.emplace("dout", *std::move(one));
+    return absl::OkStatus();
+  }
   if (!out.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("cannot infer the output shape for a default dout (give "

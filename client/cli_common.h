@@ -70,22 +70,45 @@ struct LayerFlags {
   int64_t pool_height = 2;
   int64_t pool_width = 2;
   int64_t pool_stride = 2;
+  // bn_param and dropout_param. The defaults shown here are the server's;
+  // eps and momentum are sent only when given (see LayerSpecToWire).
+  std::string mode;  // "train" or "test"; required by bn/dropout layers
+  double eps = 1e-5;
+  double momentum = 0.9;
+  double p = 0;  // dropout's KEEP probability; required by dropout
+  uint64_t dropout_seed = 0;
   std::string impl = "fast";
   std::string dtype;  // empty: from the .npy inputs, else float64
   uint64_t seed = 0;
 };
 // Registers --layer, --stride, --pad, --pool_height, --pool_width,
-// --pool_stride, --dtype, --seed, and --impl when `with_impl`.
+// --pool_stride, --mode, --eps, --momentum, --p, --dropout_seed, --dtype,
+// --seed, and --impl when `with_impl`.
 void AddLayerFlags(FlagSet& flags, LayerFlags& values, bool with_impl);
+
+// Example command lines of `command` (forward, backward, gradcheck,
+// compare) for a batchnorm layer and a loss, for --help.
+std::string BatchnormAndLossExamples(absl::string_view command);
 
 // The request's layer spec. --stride is the conv stride for layers with a
 // conv_param and the pool stride for layers with only a pool_param
 // (max_pool); --pool_stride sets the pool stride of layers with both
-// (conv_relu_pool). A flag the layer does not use is an error, so that a
-// typo cannot silently run something else. Layers this build does not know
-// are passed through (the server lists the ones it knows).
+// (conv_relu_pool). --mode is required by layers with a bn_param or a
+// dropout_param, --p by dropout. A flag the layer does not use is an
+// error, so that a typo cannot silently run something else. Layers this
+// build does not know are passed through (the server lists the ones it
+// knows, and rejects missing params).
 absl::StatusOr<LayerSpec> LayerSpecFromFlags(const FlagSet& flags,
                                              const LayerFlags& values);
+
+// The wire form of `spec` as the command line gave it: LayerSpecToProto,
+// except that bn_param.eps and bn_param.momentum are left unset unless
+// --eps / --momentum were given (so the server's defaults apply), and the
+// modes and dropout's p stay unset when --mode / --p were not given (so a
+// layer this client does not know is judged by the server).
+void LayerSpecToWire(const FlagSet& flags, const LayerSpec& spec,
+                     v1::LayerSpec* proto);
+
 absl::StatusOr<Impl> ImplFromFlags(const LayerFlags& values);
 absl::StatusOr<std::optional<DType>> DTypeFromFlags(const LayerFlags& values);
 
@@ -112,7 +135,9 @@ int ReportError(absl::string_view command, const absl::Status& status,
 absl::Status EnsureDir(const std::string& dir);
 
 // When `tensors` has no "dout": adds randn of the layer's output shape
-// (inferred locally from the inputs), seeded like a `dout=randn:...` input.
+// (inferred locally from the inputs), seeded like a `dout=randn:...` input;
+// for a loss (output "loss") it adds 1.0, so that the gradients are the
+// loss's own (the course's dx).
 absl::Status AddDefaultDout(const LayerSpec& spec, TensorMap& tensors,
                             uint64_t seed);
 

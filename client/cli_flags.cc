@@ -68,6 +68,12 @@ void FlagSet::Duration(absl::string_view name, absl::Duration* value,
   Add(name, Kind::kDuration, value, help, absl::FormatDuration(*value));
 }
 
+void FlagSet::SetDefaultText(absl::string_view name, absl::string_view text) {
+  Flag* flag = Find(name);
+  assert(flag != nullptr);
+  if (flag != nullptr) flag->default_text = std::string(text);
+}
+
 FlagSet::Flag* FlagSet::Find(absl::string_view name) {
   for (Flag& f : flags_) {
     if (f.name == name) return &f;

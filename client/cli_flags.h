@@ -42,6 +42,10 @@ class FlagSet {
   // A duration: "60s", "500ms", "2m", or a plain number of seconds. > 0.
   void Duration(absl::string_view name, absl::Duration* value,
                 absl::string_view help);
+  // What --help shows as the default of `name` (already registered), for
+  // flags whose default is not the bound variable's value, e.g. "none" or
+  // "the server's". Empty shows none.
+  void SetDefaultText(absl::string_view name, absl::string_view text);
 
   enum class Outcome { kRun, kHelp };
   // Parses `args` (the words after the subcommand). kHelp when --help or -h

@@ -1,5 +1,6 @@
 #include "client/cli_output.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
@@ -185,7 +186,20 @@ TensorStats ComputeStats(const Tensor& t) {
 }
 
 std::string SummaryLine(absl::string_view name, const Tensor& t) {
+  const bool integer = t.dtype() == DType::kInt64;
+  if (t.size() == 1) {
+    // A loss: the number itself, all its digits.
+    return absl::StrFormat(
+        "%s: %s %s = %s", name, ShapeString(t.shape()), DTypeName(t.dtype()),
+        integer ? absl::StrCat(t.data<int64_t>()[0]) : PyRepr(t.GetFlat(0)));
+  }
   const TensorStats s = ComputeStats(t);
+  if (integer) {
+    const int64_t* v = t.data<int64_t>();
+    const auto [lo, hi] = std::minmax_element(v, v + t.size());
+    return absl::StrFormat("%s: %s int64 min %d max %d mean %.6g", name,
+                           ShapeString(t.shape()), *lo, *hi, s.mean);
+  }
   std::string line = absl::StrFormat(
       "%s: %s %s min %.6g max %.6g mean %.6g", name, ShapeString(t.shape()),
       DTypeName(t.dtype()), s.min, s.max, s.mean);
@@ -201,6 +215,13 @@ void SummaryJson(const Tensor& t, JsonWriter& json) {
   json.Key("max").Number(s.max);
   json.Key("mean").Number(s.mean);
   json.Key("nan_count").Int(s.nan_count);
+  if (t.size() == 1) {
+    if (t.dtype() == DType::kInt64) {
+      json.Key("value").Int(t.data<int64_t>()[0]);
+    } else {
+      json.Key("value").Number(t.GetFlat(0));
+    }
+  }
 }
 
 }  // namespace layerserve::client

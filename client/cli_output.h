@@ -60,10 +60,14 @@ struct TensorStats {
 };
 TensorStats ComputeStats(const Tensor& t);
 
-// "out: (2, 3, 2, 2) float64 min -1.24696 max 2.38248 mean 0.472917"
+// "out: (2, 3, 2, 2) float64 min -1.24696 max 2.38248 mean 0.472917";
+// int64 tensors show exact integer min/max. A one-element tensor (a loss)
+// is shown as its value, with every digit:
+// "loss: (1,) float64 = 2.3044531461849513".
 std::string SummaryLine(absl::string_view name, const Tensor& t);
 
-// Adds {"shape": [...], "dtype": ..., "min": ..., "max": ..., "mean": ...}.
+// Adds {"shape": [...], "dtype": ..., "min": ..., "max": ..., "mean": ...},
+// and "value" for a one-element tensor.
 void SummaryJson(const Tensor& t, JsonWriter& json);
 
 }  // namespace layerserve::client

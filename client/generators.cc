@@ -1,11 +1,16 @@
 #include "client/generators.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <limits>
+#include <random>
 #include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "client/npy.h"
 #include "lib/status_macros.h"
@@ -15,7 +20,7 @@ namespace {
 
 constexpr absl::string_view kSpecHelp =
     "expected randn:D1,D2,..., linspace:START,STOP:D1,D2,..., zeros:D1,..., "
-    "or a path to a .npy file";
+    "labels:N:C, or a path to a .npy file";
 
 absl::Status SpecError(absl::string_view spec, absl::string_view problem) {
   return absl::InvalidArgumentError(
@@ -74,6 +79,39 @@ uint64_t Mix(uint64_t z) {
   return z ^ (z >> 31);
 }
 
+// labels:N:C's two integers; `what` is "N" or "C".
+absl::StatusOr<int64_t> ParseCount(absl::string_view spec,
+                                   absl::string_view what,
+                                   absl::string_view text) {
+  int64_t v = 0;
+  if (!absl::SimpleAtoi(text, &v)) {
+    return SpecError(spec,
+                     absl::StrCat(what, " '", text, "' is not an integer"));
+  }
+  if (v < 1) {
+    return SpecError(spec, absl::StrCat(what, " must be >= 1, got ", v));
+  }
+  return v;
+}
+
+// N labels uniform in [0, classes), the same on every machine: mt19937_64 is
+// fully specified by the standard, std::uniform_int_distribution is not, so
+// the range reduction is ours (rejection sampling, hence unbiased).
+absl::StatusOr<Tensor> RandomLabels(int64_t n, int64_t classes, uint64_t seed) {
+  LS_ASSIGN_OR_RETURN(Tensor t, Tensor::Zeros(DType::kInt64, {n}));
+  std::mt19937_64 rng(seed);
+  const uint64_t c = static_cast<uint64_t>(classes);
+  const uint64_t max = std::numeric_limits<uint64_t>::max();
+  const uint64_t limit = max - max % c;  // a multiple of c
+  int64_t* y = t.data<int64_t>();
+  for (int64_t i = 0; i < n; ++i) {
+    uint64_t v = rng();
+    while (v >= limit) v = rng();
+    y[i] = static_cast<int64_t>(v % c);
+  }
+  return t;
+}
+
 absl::Status CheckSize(absl::string_view arg, const Shape& shape, DType dtype) {
   const uint64_t bytes =
       static_cast<uint64_t>(NumElements(shape)) * ItemSize(dtype);
@@ -96,8 +134,12 @@ absl::StatusOr<TensorSpec> ParseTensorSpec(absl::string_view spec) {
   const absl::string_view kind = spec.substr(0, colon);
   const absl::string_view rest =
       colon == absl::string_view::npos ? "" : spec.substr(colon + 1);
-  const bool is_generator_word =
-      kind == "randn" || kind == "linspace" || kind == "zeros";
+  const bool is_generator_word = kind == "randn" || kind == "linspace" ||
+                                 kind == "zeros" || kind == "labels";
+  if (kind == "labels" && colon == absl::string_view::npos) {
+    return SpecError(spec,
+                     "labels needs N:C (N labels in [0, C)), e.g. labels:8:10");
+  }
   if (is_generator_word && colon == absl::string_view::npos) {
     return SpecError(
         spec, absl::StrCat(kind, " needs dims, e.g. ", kind,
@@ -123,6 +165,18 @@ absl::StatusOr<TensorSpec> ParseTensorSpec(absl::string_view spec) {
     LS_ASSIGN_OR_RETURN(out.start, ParseNumber(spec, "START", range[0]));
     LS_ASSIGN_OR_RETURN(out.stop, ParseNumber(spec, "STOP", range[1]));
     LS_ASSIGN_OR_RETURN(out.shape, ParseDims(spec, parts[1]));
+    return out;
+  }
+  if (kind == "labels") {
+    std::vector<absl::string_view> parts = absl::StrSplit(rest, ':');
+    if (parts.size() != 2) {
+      return SpecError(
+          spec, "expected labels:N:C (N labels in [0, C)), e.g. labels:8:10");
+    }
+    out.kind = TensorSpec::Kind::kLabels;
+    LS_ASSIGN_OR_RETURN(const int64_t n, ParseCount(spec, "N", parts[0]));
+    LS_ASSIGN_OR_RETURN(out.classes, ParseCount(spec, "C", parts[1]));
+    out.shape = {n};
     return out;
   }
   // "randm:4,3" is a typo, not a file named like that: a word before ':'
@@ -169,9 +223,10 @@ uint64_t DerivedSeed(uint64_t seed, absl::string_view name) {
   return Mix(Mix(seed) ^ h);
 }
 
-absl::StatusOr<TensorMap> MakeTensors(const std::vector<std::string>& args,
-                                      std::optional<DType> dtype,
-                                      uint64_t seed) {
+absl::StatusOr<TensorMap> MakeTensors(
+    const std::vector<std::string>& args, std::optional<DType> dtype,
+    uint64_t seed,
+    const std::optional<std::vector<std::string>>& label_inputs) {
   std::vector<NamedTensorSpec> specs;
   for (const std::string& arg : args) {
     LS_ASSIGN_OR_RETURN(NamedTensorSpec s, ParseNamedTensorSpec(arg));
@@ -182,6 +237,35 @@ absl::StatusOr<TensorMap> MakeTensors(const std::vector<std::string>& args,
       }
     }
     specs.push_back(std::move(s));
+  }
+  auto is_label = [&](const std::string& name) {
+    return label_inputs.has_value() &&
+           std::find(label_inputs->begin(), label_inputs->end(), name) !=
+               label_inputs->end();
+  };
+  // Which inputs are labels is known before any file is read: a generator
+  // of the wrong kind fails first.
+  for (const NamedTensorSpec& s : specs) {
+    if (!label_inputs.has_value()) break;
+    const std::string arg = absl::StrCat(s.name, "=", s.text);
+    const TensorSpec::Kind kind = s.spec.kind;
+    if (is_label(s.name) && kind != TensorSpec::Kind::kLabels &&
+        kind != TensorSpec::Kind::kFile) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          arg, ": input ", s.name,
+          " holds int64 class labels; give labels:N:C (N labels in [0, C), "
+          "e.g. ",
+          s.name, "=labels:8:10) or an int64 .npy file"));
+    }
+    if (!is_label(s.name) && kind == TensorSpec::Kind::kLabels) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          arg, ": labels: makes int64 class labels but input ", s.name,
+          " is float",
+          label_inputs->empty()
+              ? " (this layer takes no labels)"
+              : absl::StrCat(" (only ", absl::StrJoin(*label_inputs, ", "),
+                             " hold labels)")));
+    }
   }
 
   // Files first: without --dtype they decide the dtype of the generators.
@@ -194,6 +278,26 @@ absl::StatusOr<TensorMap> MakeTensors(const std::vector<std::string>& args,
     if (!t.ok()) {
       return absl::Status(t.status().code(),
                           absl::StrCat(s.name, "=", t.status().message()));
+    }
+    const std::string arg = absl::StrCat(s.name, "=", s.spec.path);
+    if (is_label(s.name) && t->dtype() != DType::kInt64) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          arg, ": input ", s.name,
+          " holds class labels and must be int64 ('<i8'), but the file is ",
+          DTypeName(t->dtype()), " (numpy: np.save(path, ", s.name,
+          ".astype(np.int64)))"));
+    }
+    if (label_inputs.has_value() && !is_label(s.name) &&
+        t->dtype() == DType::kInt64) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          arg, ": the file is int64 ('<i8') but input ", s.name,
+          " is float; int64 is for class labels only (numpy: np.save(path, ",
+          s.name, ".astype(np.float64)))"));
+    }
+    if (t->dtype() == DType::kInt64) {
+      // Labels: no part in the float dtype, never converted.
+      files.emplace(s.name, *std::move(t));
+      continue;
     }
     if (!file_dtype.has_value()) {
       first_file = s.spec.path;
@@ -215,7 +319,8 @@ absl::StatusOr<TensorMap> MakeTensors(const std::vector<std::string>& args,
     switch (s.spec.kind) {
       case TensorSpec::Kind::kFile: {
         Tensor& f = files.find(s.name)->second;
-        t = f.dtype() == resolved ? std::move(f) : f.CastTo(resolved);
+        const bool keep = f.dtype() == resolved || f.dtype() == DType::kInt64;
+        t = keep ? std::move(f) : f.CastTo(resolved);
         break;
       }
       case TensorSpec::Kind::kRandn: {
@@ -233,6 +338,12 @@ absl::StatusOr<TensorMap> MakeTensors(const std::vector<std::string>& args,
       case TensorSpec::Kind::kZeros: {
         LS_RETURN_IF_ERROR(CheckSize(arg, s.spec.shape, resolved));
         LS_ASSIGN_OR_RETURN(t, Tensor::Zeros(resolved, s.spec.shape));
+        break;
+      }
+      case TensorSpec::Kind::kLabels: {
+        LS_RETURN_IF_ERROR(CheckSize(arg, s.spec.shape, DType::kInt64));
+        LS_ASSIGN_OR_RETURN(t, RandomLabels(s.spec.shape[0], s.spec.classes,
+                                            DerivedSeed(seed, s.name)));
         break;
       }
     }

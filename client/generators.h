@@ -1,14 +1,19 @@
 // Input tensors named on the command line: `name=spec`, where spec is
 //   randn:D1,D2,...              standard normal, seeded (see DerivedSeed)
-//   linspace:START,STOP:D1,...   numpy.linspace(START, STOP,
-//   prod(D)).reshape(D) zeros:D1,...                 all zeros PATH a .npy file
-//   (float32 or float64, C order)
+//   linspace:START,STOP:D1,...   numpy.linspace(START, STOP, prod(D))
+//                                .reshape(D)
+//   zeros:D1,...                 all zeros
+//   labels:N:C                   N int64 class labels, uniform in [0, C),
+//                                seeded like randn (a loss's y)
+//   PATH                         a .npy file (float32, float64 or int64)
 // with 1..4 dims, each >= 1. This is how `layerctl` turns
-// `x=randn:4,3,5,5 w=w.npy` into the tensors of a request.
+// `x=randn:4,3,5,5 w=w.npy y=labels:4:10` into the tensors of a request.
 //
-// Dtype rule: with an explicit dtype every tensor has it (.npy files are
-// converted, as numpy's astype would); without one the dtype of the .npy
-// inputs is used (all files must agree), and float64 when there are none.
+// Dtype rule: int64 tensors (labels: and int64 files) are class labels and
+// keep their dtype. For the float ones: with an explicit dtype every one has
+// it (.npy files are converted, as numpy's astype would); without one the
+// dtype of the float .npy inputs is used (all must agree), and float64 when
+// there are none.
 //
 // Thread-safety: pure functions (reading named files is the only effect).
 #ifndef LAYERSERVE_CLIENT_GENERATORS_H_
@@ -31,12 +36,13 @@ namespace layerserve::client {
 inline constexpr uint64_t kMaxTensorBytes = (uint64_t{1} << 31) - 1;
 
 struct TensorSpec {
-  enum class Kind { kRandn, kLinspace, kZeros, kFile };
+  enum class Kind { kRandn, kLinspace, kZeros, kLabels, kFile };
   Kind kind = Kind::kZeros;
-  Shape shape;       // generators only
-  double start = 0;  // linspace only
-  double stop = 0;   // linspace only
-  std::string path;  // kFile only
+  Shape shape;          // generators only; (N) for labels
+  double start = 0;     // linspace only
+  double stop = 0;      // linspace only
+  int64_t classes = 0;  // labels only: C
+  std::string path;     // kFile only
 };
 
 // Parses the part after '='. INVALID_ARGUMENT with a one-line message that
@@ -60,9 +66,16 @@ uint64_t DerivedSeed(uint64_t seed, absl::string_view name);
 // Builds every tensor of `args` (each `name=spec`; names must be unique)
 // following the dtype rule above. File errors name the file; other errors
 // quote the argument.
-absl::StatusOr<TensorMap> MakeTensors(const std::vector<std::string>& args,
-                                      std::optional<DType> dtype,
-                                      uint64_t seed);
+//
+// `label_inputs`, when the layer is known, names the inputs that hold class
+// labels: each of those must be a labels: generator or an int64 file, and
+// no other input may be int64; a mismatch is INVALID_ARGUMENT naming the
+// input and what to give instead. nullopt (a layer this client does not
+// know) checks nothing: the server judges.
+absl::StatusOr<TensorMap> MakeTensors(
+    const std::vector<std::string>& args, std::optional<DType> dtype,
+    uint64_t seed,
+    const std::optional<std::vector<std::string>>& label_inputs = std::nullopt);
 
 }  // namespace layerserve::client
 

@@ -1,12 +1,18 @@
 // `layerctl notebook`: the seed notebook (CNN layers: conv and max-pool
 // forward/backward, naive vs fast, conv_relu[_pool]) replayed cell by cell
 // against a live server, in the notebook's own words, each cell judged
-// PASS/FAIL against the thresholds the library tests use (float64).
+// PASS/FAIL against the thresholds the library tests use (float64). Then
+// the seed's "What next?": the course's spatial batch normalization checks
+// (per-channel means and stds after a train-mode forward, and the gradient
+// check of dx, dgamma and dbeta).
 //
 // Random inputs are drawn client-side exactly as the other subcommands draw
 // them, so any cell can be replayed alone: e.g. In [15] is
 //   layerctl gradcheck --layer conv --stride 1 --pad 1 --impl naive --seed S
 //       x=randn:4,3,5,5 w=randn:2,3,3,3 b=randn:2 dout=randn:4,2,5,5
+// The spatial batchnorm cells use the course's shifted and scaled inputs
+// (x = 4 * randn + 10), which no generator spells, drawn from the streams
+// sbn_x, sbn_gamma, sbn_beta and sbn_dout under --seed.
 #include <algorithm>
 #include <cmath>
 #include <iostream>
@@ -21,6 +27,7 @@
 #include "client/cli_common.h"
 #include "client/cli_output.h"
 #include "client/generators.h"
+#include "lib/registry.h"
 #include "lib/status_macros.h"
 #include "proto/convert.h"
 
@@ -43,6 +50,14 @@ constexpr double kCompositeGradTol = 1e-6;
 // element of 9e-8 whose terms are ~5). The rel_error is still printed, in
 // the notebook's words. Max pooling only selects values: exactly equal.
 constexpr double kNaiveVsFastScaledTol = 1e-10;
+// Spatial batchnorm, float64. After a train-mode forward each channel's
+// mean is beta up to rounding (~1e-15 for values ~10), and its std is
+// gamma * sqrt(var / (var + eps)): with eps = 1e-5 and the course's
+// x = 4 * randn + 10 (var ~16) that is 3e-7 below gamma. Gradient checks
+// of a correct batchnorm print ~1e-9..1e-11 (the course asks for ~1e-8).
+constexpr double kBatchnormMeanAbsTol = 1e-10;
+constexpr double kBatchnormStdRelTol = 1e-4;
+constexpr double kBatchnormGradTol = 1e-5;
 
 // In [14]'s correct_out, shape (2, 3, 2, 2).
 constexpr double kConvCorrectOut[] = {
@@ -114,6 +129,14 @@ class Notebook {
                             &Notebook::ConvReluPool));
     cells.push_back(
         RunCell("In [5]", "conv_relu", kCompositeGradTol, &Notebook::ConvRelu));
+    out_ << "## What next? Spatial batch normalization (the course's next "
+            "notebook)\n\n";
+    cells.push_back(RunCell("SBN [1]", "spatial_batchnorm_forward",
+                            kBatchnormStdRelTol,
+                            &Notebook::SpatialBatchnormForward));
+    cells.push_back(RunCell("SBN [2]", "spatial_batchnorm_backward",
+                            kBatchnormGradTol,
+                            &Notebook::SpatialBatchnormBackward));
     return cells;
   }
 
@@ -178,6 +201,15 @@ class Notebook {
     for (int64_t i = 0; i < t.size(); ++i) t.SetFlat(i, v[i]);
     return t;
   }
+  // The course's bn_param = {'mode': 'train'}: eps and momentum are left
+  // to the server's defaults, as layerctl does without --eps/--momentum.
+  static void ToWire(const LayerSpec& spec, v1::LayerSpec* proto) {
+    LayerSpecToProto(spec, proto);
+    if (proto->has_bn_param()) {
+      proto->mutable_bn_param()->clear_eps();
+      proto->mutable_bn_param()->clear_momentum();
+    }
+  }
   static LayerSpec Spec(absl::string_view layer, ConvParam conv,
                         PoolParam pool = {}) {
     LayerSpec spec;
@@ -212,7 +244,7 @@ class Notebook {
   absl::Status GradCheck(const LayerSpec& spec, v1::Implementation impl,
                          TensorMap inputs, const Tensor& dout, Cell& cell) {
     v1::GradCheckRequest req;
-    LayerSpecToProto(spec, req.mutable_layer());
+    ToWire(spec, req.mutable_layer());
     req.set_implementation(impl);
     TensorMapToProto(inputs, req.mutable_inputs());
     TensorToProto(dout, req.mutable_dout());
@@ -224,8 +256,14 @@ class Notebook {
       cell.checks.push_back({what, r.rel_error(), true, cell.threshold});
       out_ << what << ":  " << PyRepr(r.rel_error()) << "\n";
     }
-    if (resp.results_size() != static_cast<int>(inputs.size())) {
-      return absl::DataLossError(absl::StrCat("expected ", inputs.size(),
+    // One result per differentiable input (labels and running statistics
+    // get none).
+    size_t expected = inputs.size();
+    if (absl::StatusOr<const LayerDef*> def = FindLayer(spec.name); def.ok()) {
+      expected = (*def)->grad_inputs.size();
+    }
+    if (resp.results_size() != static_cast<int>(expected)) {
+      return absl::DataLossError(absl::StrCat("expected ", expected,
                                               " gradient check results, got ",
                                               resp.results_size()));
     }
@@ -415,6 +453,142 @@ class Notebook {
                      cell);
   }
 
+  // scale * randn + shift, float64.
+  absl::StatusOr<Tensor> ScaledRandn(absl::string_view name, Shape shape,
+                                     double scale, double shift) {
+    LS_ASSIGN_OR_RETURN(Tensor t, Randn(name, std::move(shape)));
+    for (int64_t i = 0; i < t.size(); ++i) {
+      t.SetFlat(i, scale * t.GetFlat(i) + shift);
+    }
+    return t;
+  }
+  static absl::StatusOr<Tensor> Vector(const std::vector<double>& v) {
+    return Literal(v.data(), {static_cast<int64_t>(v.size())});
+  }
+  // The inputs of spatial_batchnorm; the running statistics only matter in
+  // test mode, and are the course's starting values.
+  static absl::Status AddRunningStats(int64_t channels, TensorMap& in) {
+    LS_ASSIGN_OR_RETURN(in["running_mean"],
+                        Tensor::Zeros(DType::kFloat64, {channels}));
+    LS_ASSIGN_OR_RETURN(in["running_var"],
+                        Tensor::Zeros(DType::kFloat64, {channels}));
+    return absl::OkStatus();
+  }
+
+  // Per-channel mean and (population, numpy's default) std of an NCHW
+  // tensor: x.mean(axis=(0, 2, 3)), x.std(axis=(0, 2, 3)).
+  static void ChannelStats(const Tensor& x, std::vector<double>& mean,
+                           std::vector<double>& std) {
+    const int64_t n = x.dim(0), c = x.dim(1), hw = x.dim(2) * x.dim(3);
+    mean.assign(c, 0);
+    std.assign(c, 0);
+    for (int64_t ch = 0; ch < c; ++ch) {
+      double sum = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        for (int64_t j = 0; j < hw; ++j)
+          sum += x.GetFlat((i * c + ch) * hw + j);
+      }
+      const double m = sum / static_cast<double>(n * hw);
+      double sq = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        for (int64_t j = 0; j < hw; ++j) {
+          const double d = x.GetFlat((i * c + ch) * hw + j) - m;
+          sq += d * d;
+        }
+      }
+      mean[ch] = m;
+      std[ch] = std::sqrt(sq / static_cast<double>(n * hw));
+    }
+  }
+  // "[9.83, 10.1, 10.4]": Python's list repr.
+  static std::string ListRepr(const std::vector<double>& v) {
+    std::string s = "[";
+    for (size_t i = 0; i < v.size(); ++i) {
+      absl::StrAppend(&s, i == 0 ? "" : ", ", PyRepr(v[i]));
+    }
+    return s + "]";
+  }
+  void PrintStats(const Tensor& x, const std::vector<double>& mean,
+                  const std::vector<double>& std) {
+    out_ << "  Shape:  " << ShapeString(x.shape()) << "\n"
+         << "  Means:  " << ListRepr(mean) << "\n"
+         << "  Stds:  " << ListRepr(std) << "\n";
+  }
+
+  // The course's spatial batchnorm forward check: means and stds per
+  // channel before, and after a train-mode forward with trivial and with
+  // nontrivial gamma and beta (means should be beta, stds gamma).
+  absl::Status SpatialBatchnormForward(Cell& cell) {
+    const int64_t kC = 3;
+    LS_ASSIGN_OR_RETURN(Tensor x, ScaledRandn("sbn_x", {2, kC, 4, 5}, 4, 10));
+    std::vector<double> mean, std;
+    ChannelStats(x, mean, std);
+    out_ << "Before spatial batch normalization:\n";
+    PrintStats(x, mean, std);
+    LayerSpec spec;
+    spec.name = "spatial_batchnorm";
+    spec.bn.mode = BatchnormParam::Mode::kTrain;
+    const std::vector<std::pair<std::vector<double>, std::vector<double>>>
+        settings = {{{1, 1, 1}, {0, 0, 0}}, {{3, 4, 5}, {6, 7, 8}}};
+    for (const auto& [gamma, beta] : settings) {
+      TensorMap in;
+      in["x"] = x.Clone();
+      LS_ASSIGN_OR_RETURN(in["gamma"], Vector(gamma));
+      LS_ASSIGN_OR_RETURN(in["beta"], Vector(beta));
+      LS_RETURN_IF_ERROR(AddRunningStats(kC, in));
+      v1::ForwardRequest req;
+      ToWire(spec, req.mutable_layer());
+      req.set_implementation(v1::FAST);
+      TensorMapToProto(in, req.mutable_inputs());
+      LS_ASSIGN_OR_RETURN(v1::ForwardResponse resp, client_.Forward(req));
+      cell.implementation = resp.implementation_name();
+      auto it = resp.outputs().find("out");
+      if (it == resp.outputs().end()) {
+        return absl::DataLossError("the response has no outputs[\"out\"]");
+      }
+      LS_ASSIGN_OR_RETURN(Tensor out, FromWire(it->second, "outputs[\"out\"]"));
+      if (out.shape() != x.shape()) {
+        return absl::DataLossError(absl::StrCat(
+            "outputs[\"out\"] has shape ", ShapeString(out.shape()),
+            ", expected ", ShapeString(x.shape())));
+      }
+      ChannelStats(out, mean, std);
+      out_ << "After spatial batch normalization (gamma=" << ListRepr(gamma)
+           << ", beta=" << ListRepr(beta) << "):\n";
+      PrintStats(out, mean, std);
+      double mean_err = 0, std_err = 0;
+      for (int64_t c = 0; c < kC; ++c) {
+        // NaN-propagating maxima: a NaN must fail the cell.
+        const double me = std::abs(mean[c] - beta[c]);
+        const double se = std::abs(std[c] / gamma[c] - 1);
+        mean_err = std::isnan(me) || me > mean_err ? me : mean_err;
+        std_err = std::isnan(se) || se > std_err ? se : std_err;
+      }
+      const std::string which = absl::StrCat(" (gamma=", ListRepr(gamma), ")");
+      cell.checks.push_back({absl::StrCat("max|mean - beta|", which), mean_err,
+                             true, kBatchnormMeanAbsTol});
+      cell.checks.push_back({absl::StrCat("max|std / gamma - 1|", which),
+                             std_err, true, kBatchnormStdRelTol});
+    }
+    return absl::OkStatus();
+  }
+
+  // The course's spatial batchnorm gradient check, train mode.
+  absl::Status SpatialBatchnormBackward(Cell& cell) {
+    const int64_t kC = 3;
+    TensorMap in;
+    LS_ASSIGN_OR_RETURN(in["x"], ScaledRandn("sbn_x", {2, kC, 4, 5}, 5, 12));
+    LS_ASSIGN_OR_RETURN(in["gamma"], Randn("sbn_gamma", {kC}));
+    LS_ASSIGN_OR_RETURN(in["beta"], Randn("sbn_beta", {kC}));
+    LS_RETURN_IF_ERROR(AddRunningStats(kC, in));
+    LS_ASSIGN_OR_RETURN(Tensor dout, Randn("sbn_dout", {2, kC, 4, 5}));
+    LayerSpec spec;
+    spec.name = "spatial_batchnorm";
+    spec.bn.mode = BatchnormParam::Mode::kTrain;
+    out_ << "Spatial batchnorm backward\n";
+    return GradCheck(spec, v1::FAST, std::move(in), dout, cell);
+  }
+
   LayerClient& client_;
   uint64_t seed_;
   int repeats_;
@@ -432,12 +606,15 @@ int RunNotebook(const Args& args) {
       "Replays every cell of the seed notebook (CNN layers) against the "
       "server:\nconv and max-pool forward vs the notebook's vectors, their "
       "gradient checks,\nnaive vs fast on the benchmark shapes with "
-      "speedups, and the conv_relu_pool\nand conv_relu gradient checks, all "
-      "float64. Each cell prints PASS or FAIL;\nthe exit code is 1 if any "
-      "cell fails, 3 if the server cannot be reached.",
+      "speedups, and the conv_relu_pool\nand conv_relu gradient checks; "
+      "then the course's next step, spatial batch\nnormalization: "
+      "per-channel means and stds after a train-mode forward (means\n= "
+      "beta, stds = gamma) and its dx/dgamma/dbeta gradient check. All "
+      "float64.\nEach cell prints PASS or FAIL; the exit code is 1 if any "
+      "cell fails, 3 if\nthe server cannot be reached.",
       "",
       "  layerctl notebook --server 127.0.0.1:50051\n"
-      "  ends with a line like 'notebook: 8 passed, 0 failed'");
+      "  ends with a line like 'notebook: 10 passed, 0 failed'");
   AddConnectionFlags(flags, conn, absl::Seconds(300));
   flags.Uint("seed", &seed, "seed of the random inputs (randn per name)");
   flags.Int("repeats", &repeats,
@@ -451,7 +628,8 @@ int RunNotebook(const Args& args) {
   }
   absl::StatusOr<std::unique_ptr<LayerClient>> client = ConnectFromFlags(conn);
   if (!client.ok()) return ReportError("notebook", client.status(), false);
-  // One quick call first: an unreachable server is one line, not 8 failures.
+  // One quick call first: an unreachable server is one line, not 10
+  // failures.
   {
     ConnectionFlags probe = conn;
     probe.timeout = std::min(conn.timeout, absl::Seconds(10));

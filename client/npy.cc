@@ -26,6 +26,8 @@ constexpr size_t kMagicLen = 6;
 // A .npy header is padded so that magic + version + length + dict is a
 // multiple of this (numpy >= 1.9 uses 64; older files used 16).
 constexpr size_t kHeaderAlignment = 64;
+constexpr absl::string_view kSupported =
+    "expected '<f4' (float32), '<f8' (float64) or '<i8' (int64 class labels)";
 
 absl::Status Error(absl::string_view name, absl::string_view problem) {
   return absl::InvalidArgumentError(absl::StrCat(name, ": ", problem));
@@ -71,9 +73,9 @@ class HeaderParser {
       SkipSpace();
       if (key == "descr") {
         if (Peek() == '[') {
-          return Error(name_,
-                       "structured dtypes are not supported; expected '<f4' "
-                       "(float32) or '<f8' (float64)");
+          return Error(name_, absl::StrCat("structured dtypes are not "
+                                           "supported; ",
+                                           kSupported));
         }
         LS_ASSIGN_OR_RETURN(header.descr, ParseString("the 'descr' value"));
         seen_descr = true;
@@ -178,15 +180,32 @@ absl::StatusOr<DType> DTypeFromDescr(absl::string_view descr,
                                      absl::string_view name) {
   if (descr == "<f4") return DType::kFloat32;
   if (descr == "<f8") return DType::kFloat64;
-  if (descr == ">f4" || descr == ">f8") {
+  if (descr == "<i8") return DType::kInt64;
+  if (descr == ">f4" || descr == ">f8" || descr == ">i8") {
     return Error(name, absl::StrCat("big-endian data ('", descr,
                                     "') is not supported; expected "
-                                    "little-endian '<f4' or '<f8' "
-                                    "(numpy: a.astype('<f8'))"));
+                                    "little-endian '<f4', '<f8' or '<i8' "
+                                    "(numpy: a.astype('<",
+                                    descr.substr(1), "'))"));
   }
-  return Error(name, absl::StrCat("dtype '", descr,
-                                  "' is not supported; expected '<f4' "
-                                  "(float32) or '<f8' (float64)"));
+  // Other integer widths are most likely labels saved without a dtype.
+  const bool integer =
+      descr.size() >= 2 && (descr[1] == 'i' || descr[1] == 'u');
+  return Error(
+      name, absl::StrCat("dtype '", descr, "' is not supported; ", kSupported,
+                         integer ? " (numpy: a.astype(np.int64))" : ""));
+}
+
+absl::string_view DescrOf(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat32:
+      return "<f4";
+    case DType::kFloat64:
+      return "<f8";
+    case DType::kInt64:
+      break;
+  }
+  return "<i8";
 }
 
 std::string HeaderDict(const Tensor& tensor) {
@@ -196,8 +215,7 @@ std::string HeaderDict(const Tensor& tensor) {
   } else {
     shape = absl::StrCat("(", absl::StrJoin(tensor.shape(), ", "), ")");
   }
-  return absl::StrCat("{'descr': '",
-                      tensor.dtype() == DType::kFloat32 ? "<f4" : "<f8",
+  return absl::StrCat("{'descr': '", DescrOf(tensor.dtype()),
                       "', 'fortran_order': False, 'shape': ", shape, ", }");
 }
 

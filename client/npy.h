@@ -3,13 +3,14 @@
 // straight into numpy.load() and back.
 //
 // Only what a layerserve Tensor can hold is accepted: little-endian float32
-// ('<f4') or float64 ('<f8'), C order, rank 1..4, every dim >= 1. Anything
-// else (big-endian, Fortran order, another dtype, a header that does not
-// parse, data shorter or longer than the header promises) is an
-// INVALID_ARGUMENT error whose message starts with the file name and says
-// what is wrong. There is no Debian-packaged C++ library for this (xtensor's
-// npy support needs all of xtensor), and the format is small enough to keep
-// our own reader here, fully tested against files numpy itself writes.
+// ('<f4'), float64 ('<f8') or int64 ('<i8': class labels such as a loss's
+// y; numpy's default integer dtype on Linux), C order, rank 1..4, every dim
+// >= 1. Anything else (big-endian, Fortran order, another dtype, a header
+// that does not parse, data shorter or longer than the header promises) is
+// an INVALID_ARGUMENT error whose message starts with the file name and
+// says what is wrong. There is no Debian-packaged C++ library for this
+// (xtensor's npy support needs all of xtensor), and the format is small enough
+// to keep our own reader here, fully tested against files numpy itself writes.
 //
 // The writer produces version 1.0 files whose header, including magic and
 // length field, is padded with spaces to a multiple of 64 bytes, as current

@@ -17,6 +17,16 @@ module; put that directory on PYTHONPATH:
                     conv_param={"stride": 1, "pad": 0})["out"]
     print(out)'
 
+Class labels (a loss's ``y``) are numpy int64 arrays and travel as INT64
+tensors; batchnorm and dropout take the course's dicts:
+
+    c.forward("softmax_loss", {"x": scores, "y": np.array([3, 0, 9])})
+    c.forward("spatial_batchnorm", {"x": x, "gamma": g, "beta": b,
+                                    "running_mean": rm, "running_var": rv},
+              bn_param={"mode": "train"})   # -> out, running_mean, running_var
+    c.forward("dropout", {"x": x}, dropout_param={"p": 0.8, "mode": "train",
+                                                 "seed": 1})
+
 Thread-safety: a Client may be shared between threads (gRPC channels and
 stubs are thread-safe); the functions are pure.
 """
@@ -28,13 +38,17 @@ from layerserve.v1 import layer_service_pb2 as pb
 from layerserve.v1 import layer_service_pb2_grpc as pb_grpc
 
 __all__ = [
-    "Client", "LayerServeError", "from_tensor", "from_tensor_map", "pb",
-    "rel_error", "to_tensor", "to_tensor_map"
+    "Client", "LayerServeError", "bn_param", "dropout_param", "from_tensor",
+    "from_tensor_map", "layer_spec", "pb", "rel_error", "to_tensor",
+    "to_tensor_map"
 ]
 
-_TO_WIRE = {np.dtype("float32"): pb.FLOAT32, np.dtype("float64"): pb.FLOAT64}
-_FROM_WIRE = {pb.FLOAT32: np.dtype("<f4"), pb.FLOAT64: np.dtype("<f8")}
+_TO_WIRE = {np.dtype("float32"): pb.FLOAT32, np.dtype("float64"): pb.FLOAT64,
+            np.dtype("int64"): pb.INT64}
+_FROM_WIRE = {pb.FLOAT32: np.dtype("<f4"), pb.FLOAT64: np.dtype("<f8"),
+              pb.INT64: np.dtype("<i8")}
 _IMPLS = {"naive": pb.NAIVE, "fast": pb.FAST}
+_MODES = {"train": pb.TRAIN, "test": pb.TEST}
 
 # Match the server's default --max_message_bytes (gRPC's own default of
 # 4 MiB would cut off a (100, 3, 32, 32) float64 gradient check).
@@ -50,16 +64,19 @@ class LayerServeError(Exception):
 
 
 def to_tensor(array):
-    """numpy array (float32 or float64, any byte order or layout) -> Tensor.
+    """numpy array (float32, float64, or int64 for class labels; any byte
+    order or layout) -> Tensor.
 
-    Raises TypeError for other dtypes: silently converting integers would
-    hide a mistake.
+    Raises TypeError for other dtypes: silently converting, say, int32
+    labels or float16 data would hide a mistake.
     """
     a = np.asarray(array)
     base = a.dtype.newbyteorder("=")
     if base not in _TO_WIRE:
-        raise TypeError(f"dtype {a.dtype} is not supported; "
-                        "expected float32 or float64")
+        hint = (" (labels: a.astype(np.int64))"
+                if np.issubdtype(a.dtype, np.integer) else "")
+        raise TypeError(f"dtype {a.dtype} is not supported; expected "
+                        f"float32, float64 or int64 (class labels){hint}")
     a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
     return pb.Tensor(dtype=_TO_WIRE[base], shape=list(a.shape),
                      data=a.tobytes())
@@ -68,7 +85,8 @@ def to_tensor(array):
 def from_tensor(tensor):
     """Tensor -> a new, writable numpy array of its dtype and shape."""
     if tensor.dtype not in _FROM_WIRE:
-        raise ValueError(f"tensor dtype {tensor.dtype} is not FLOAT32/FLOAT64")
+        raise ValueError(f"tensor dtype {tensor.dtype} is not "
+                         "FLOAT32/FLOAT64/INT64")
     dtype = _FROM_WIRE[tensor.dtype]
     shape = tuple(tensor.shape)
     count = int(np.prod(shape)) if shape else 1
@@ -94,16 +112,79 @@ def rel_error(x, y):
     return np.max(np.abs(x - y) / (np.maximum(1e-8, np.abs(x) + np.abs(y))))
 
 
-def layer_spec(name, conv_param=None, pool_param=None):
-    """A LayerSpec from the seed's dicts, e.g. conv_param={'stride': 2,
-    'pad': 1}, pool_param={'pool_height': 2, 'pool_width': 2, 'stride': 2}.
+def _mode(value, where):
+    if value in _MODES:
+        return _MODES[value]
+    if value in (pb.TRAIN, pb.TEST):
+        return value
+    raise ValueError(f"{where}['mode']: expected 'train' or 'test', "
+                     f"got {value!r}")
+
+
+def _check_keys(param, allowed, where, note=""):
+    unknown = sorted(set(param) - set(allowed))
+    if unknown:
+        raise ValueError(f"{where}: unknown key {unknown[0]!r} (expected "
+                         f"{', '.join(allowed)}){note}")
+    if "mode" not in param:
+        raise ValueError(f"{where} needs 'mode': 'train' or 'test'")
+
+
+def bn_param(param):
+    """BatchnormParam from the course's dict {'mode': 'train'|'test',
+    'eps': 1e-5, 'momentum': 0.9}; eps and momentum are sent only when
+    present (the server's defaults are those numbers)."""
+    if isinstance(param, pb.BatchnormParam):
+        return param
+    _check_keys(param, ("mode", "eps", "momentum"), "bn_param",
+                "; running_mean and running_var are inputs here, and come "
+                "back as outputs")
+    msg = pb.BatchnormParam(mode=_mode(param["mode"], "bn_param"))
+    if "eps" in param:
+        msg.eps = float(param["eps"])
+    if "momentum" in param:
+        msg.momentum = float(param["momentum"])
+    return msg
+
+
+def dropout_param(param):
+    """DropoutParam from a dict {'p': keep probability, 'mode': 'train'|
+    'test', 'seed': int}. p is the probability of KEEPING a unit (kept
+    units are scaled by 1/p in train mode); the mask is a function of the
+    seed, so forward and backward with one seed agree."""
+    if isinstance(param, pb.DropoutParam):
+        return param
+    _check_keys(param, ("p", "mode", "seed"), "dropout_param")
+    if "p" not in param:
+        raise ValueError("dropout_param needs 'p', the probability of KEEPING "
+                         "a unit, in (0, 1]")
+    return pb.DropoutParam(p=float(param["p"]),
+                           mode=_mode(param["mode"], "dropout_param"),
+                           seed=int(param.get("seed", 0)))
+
+
+def layer_spec(name, conv_param=None, pool_param=None, bn_param=None,
+               dropout_param=None):
+    """A LayerSpec from the seed's and the course's dicts, e.g.
+    conv_param={'stride': 2, 'pad': 1}, pool_param={'pool_height': 2,
+    'pool_width': 2, 'stride': 2}, bn_param={'mode': 'train'},
+    dropout_param={'p': 0.8, 'mode': 'train', 'seed': 1}.
     """
     spec = pb.LayerSpec(name=name)
     if conv_param is not None:
         spec.conv_param.CopyFrom(pb.ConvParam(**conv_param))
     if pool_param is not None:
         spec.pool_param.CopyFrom(pb.PoolParam(**pool_param))
+    if bn_param is not None:
+        spec.bn_param.CopyFrom(_bn_param(bn_param))
+    if dropout_param is not None:
+        spec.dropout_param.CopyFrom(_dropout_param(dropout_param))
     return spec
+
+
+# layer_spec's keyword arguments shadow the module-level helpers.
+_bn_param = bn_param
+_dropout_param = dropout_param
 
 
 class Client:
@@ -137,29 +218,36 @@ class Client:
         return self._call(self.stub.ListLayers, pb.ListLayersRequest()).layers
 
     def forward(self, layer, inputs, impl="fast", conv_param=None,
-                pool_param=None):
-        """Returns {"out": array}."""
+                pool_param=None, bn_param=None, dropout_param=None):
+        """Returns {"out": array} ({"loss": array of shape (1,)} for a loss;
+        batchnorm in train mode adds the updated "running_mean" and
+        "running_var")."""
         req = pb.ForwardRequest(layer=layer_spec(layer, conv_param,
-                                                 pool_param),
+                                                 pool_param, bn_param,
+                                                 dropout_param),
                                 implementation=_IMPLS[impl])
         to_tensor_map(inputs, req.inputs)
         return from_tensor_map(self._call(self.stub.Forward, req).outputs)
 
     def backward(self, layer, inputs, dout, impl="fast", conv_param=None,
-                 pool_param=None):
-        """Returns {"dx": array, ...}."""
+                 pool_param=None, bn_param=None, dropout_param=None):
+        """Returns {"dx": array, ...}. For a loss, dout=np.ones(1) gives the
+        loss's own gradient."""
         req = pb.BackwardRequest(layer=layer_spec(layer, conv_param,
-                                                  pool_param),
+                                                  pool_param, bn_param,
+                                                  dropout_param),
                                  implementation=_IMPLS[impl],
                                  dout=to_tensor(dout))
         to_tensor_map(inputs, req.inputs)
         return from_tensor_map(self._call(self.stub.Backward, req).grads)
 
     def gradcheck(self, layer, inputs, dout=None, impl="fast", seed=0,
-                  conv_param=None, pool_param=None):
-        """Returns {"x": rel_error, ...}."""
+                  conv_param=None, pool_param=None, bn_param=None,
+                  dropout_param=None):
+        """Returns {"x": rel_error, ...}, one per differentiable input."""
         req = pb.GradCheckRequest(layer=layer_spec(layer, conv_param,
-                                                   pool_param),
+                                                   pool_param, bn_param,
+                                                   dropout_param),
                                   implementation=_IMPLS[impl], seed=seed)
         if dout is not None:
             req.dout.CopyFrom(to_tensor(dout))
@@ -168,10 +256,12 @@ class Client:
         return {r.input: r.rel_error for r in resp.results}
 
     def compare(self, layer, inputs, dout=None, seed=0, repeats=1,
-                conv_param=None, pool_param=None):
+                conv_param=None, pool_param=None, bn_param=None,
+                dropout_param=None):
         """Returns the CompareResponse message."""
         req = pb.CompareRequest(layer=layer_spec(layer, conv_param,
-                                                 pool_param),
+                                                 pool_param, bn_param,
+                                                 dropout_param),
                                 seed=seed, repeats=repeats)
         if dout is not None:
             req.dout.CopyFrom(to_tensor(dout))

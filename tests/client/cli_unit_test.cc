@@ -171,6 +171,27 @@ TEST(SummaryTest, OneLine) {
             "out: (2, 3) float32 min -0.6 max 1 mean 0.2 nan 1");
 }
 
+TEST(SummaryTest, ALossIsAScalarAndLabelsAreIntegers) {
+  Tensor loss = std::move(Tensor::Zeros(DType::kFloat64, {1})).value();
+  loss.SetFlat(0, 2.3025850929940455);
+  EXPECT_EQ(SummaryLine("loss", loss),
+            "loss: (1,) float64 = 2.3025850929940455");
+  JsonWriter json;
+  json.BeginObject();
+  SummaryJson(loss, json);
+  json.EndObject();
+  EXPECT_THAT(json.str(), HasSubstr("\"value\":2.3025850929940455}"));
+
+  Tensor y = std::move(Tensor::Zeros(DType::kInt64, {4})).value();
+  y.data<int64_t>()[0] = 9007199254740993;  // 2^53 + 1: %g would round it
+  y.data<int64_t>()[1] = -3;
+  EXPECT_EQ(SummaryLine("y", y),
+            "y: (4,) int64 min -3 max 9007199254740993 mean 2.2518e+15");
+  Tensor one = std::move(Tensor::Zeros(DType::kInt64, {1, 1})).value();
+  one.data<int64_t>()[0] = 7;
+  EXPECT_EQ(SummaryLine("y", one), "y: (1, 1) int64 = 7");
+}
+
 // The spec layerctl forward would send for `args`.
 absl::StatusOr<LayerSpec> spec(const std::vector<std::string>& args) {
   LayerFlags lf;
@@ -179,6 +200,129 @@ absl::StatusOr<LayerSpec> spec(const std::vector<std::string>& args) {
   absl::StatusOr<FlagSet::Outcome> parsed = flags.Parse(args);
   if (!parsed.ok()) return parsed.status();
   return LayerSpecFromFlags(flags, lf);
+}
+
+// The wire spec layerctl forward would send for `args`.
+absl::StatusOr<v1::LayerSpec> wire(const std::vector<std::string>& args) {
+  LayerFlags lf;
+  FlagSet flags("layerctl forward", "", "NAME=SPEC...", "");
+  AddLayerFlags(flags, lf, /*with_impl=*/true);
+  absl::StatusOr<FlagSet::Outcome> parsed = flags.Parse(args);
+  if (!parsed.ok()) return parsed.status();
+  absl::StatusOr<LayerSpec> s = LayerSpecFromFlags(flags, lf);
+  if (!s.ok()) return s.status();
+  v1::LayerSpec proto;
+  LayerSpecToWire(flags, *s, &proto);
+  return proto;
+}
+
+std::string Message(const absl::Status& s) { return std::string(s.message()); }
+
+TEST(LayerFlagsTest, BatchnormParamSendsOnlyWhatWasGiven) {
+  absl::StatusOr<v1::LayerSpec> w =
+      wire({"--layer=spatial_batchnorm", "--mode=train"});
+  ASSERT_TRUE(w.ok()) << w.status();
+  ASSERT_TRUE(w->has_bn_param());
+  EXPECT_EQ(w->bn_param().mode(), v1::TRAIN);
+  // The server's defaults (1e-5, 0.9) apply.
+  EXPECT_FALSE(w->bn_param().has_eps());
+  EXPECT_FALSE(w->bn_param().has_momentum());
+  EXPECT_FALSE(w->has_dropout_param());
+
+  w = wire({"--layer=batchnorm", "--mode", "test", "--eps", "1e-3",
+            "--momentum", "0.5"});
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_EQ(w->bn_param().mode(), v1::TEST);
+  ASSERT_TRUE(w->bn_param().has_eps());
+  EXPECT_EQ(w->bn_param().eps(), 1e-3);
+  ASSERT_TRUE(w->bn_param().has_momentum());
+  EXPECT_EQ(w->bn_param().momentum(), 0.5);
+
+  // Composites take a bn_param too (and conv_batchnorm_relu a conv_param).
+  w = wire({"--layer=conv_batchnorm_relu", "--mode=train", "--pad=1"});
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_EQ(w->conv_param().pad(), 1);
+  EXPECT_EQ(w->bn_param().mode(), v1::TRAIN);
+}
+
+TEST(LayerFlagsTest, DropoutParam) {
+  absl::StatusOr<v1::LayerSpec> w =
+      wire({"--layer=dropout", "--mode=train", "--p=0.8", "--dropout_seed=42"});
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_EQ(w->dropout_param().p(), 0.8);
+  EXPECT_EQ(w->dropout_param().mode(), v1::TRAIN);
+  EXPECT_EQ(w->dropout_param().seed(), 42u);
+  EXPECT_FALSE(w->has_bn_param());
+  absl::StatusOr<LayerSpec> s =
+      spec({"--layer=dropout", "--mode=test", "--p=1"});
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_FALSE(s->dropout.train);
+}
+
+TEST(LayerFlagsTest, MissingOrMisplacedParamFlagsAreErrors) {
+  EXPECT_EQ(Message(spec({"--layer=spatial_batchnorm"}).status()),
+            "--mode is required for layer spatial_batchnorm (its "
+            "bn_param.mode): train or test, e.g. --mode train");
+  EXPECT_EQ(Message(spec({"--layer=dropout", "--p=0.5"}).status()),
+            "--mode is required for layer dropout (its dropout_param.mode): "
+            "train or test, e.g. --mode train");
+  EXPECT_THAT(Message(spec({"--layer=dropout", "--mode=train"}).status()),
+              StartsWith("--p is required for layer dropout: dropout_param.p, "
+                         "the probability of KEEPING a unit"));
+  EXPECT_EQ(Message(spec({"--layer=batchnorm", "--mode=training"}).status()),
+            "--mode: expected train or test, got 'training'");
+  EXPECT_EQ(Message(spec({"--layer=conv", "--mode=train"}).status()),
+            "--mode: layer conv has no bn_param or dropout_param");
+  EXPECT_EQ(
+      Message(spec({"--layer=dropout", "--mode=train", "--p=0.5", "--eps=1e-3"})
+                  .status()),
+      "--eps: layer dropout has no bn_param");
+  EXPECT_EQ(
+      Message(spec({"--layer=batchnorm", "--mode=train", "--p=0.5"}).status()),
+      "--p: layer batchnorm has no dropout_param");
+  EXPECT_EQ(
+      Message(spec({"--layer=softmax_loss", "--dropout_seed=1"}).status()),
+      "--dropout_seed: layer softmax_loss has no dropout_param");
+  // Values are the server's to judge (one rule, one place).
+  EXPECT_TRUE(spec({"--layer=batchnorm", "--mode=train", "--eps=-1"}).ok());
+}
+
+TEST(LayerFlagsTest, UnknownLayersLeaveModeAndPUnset) {
+  // A layer this client does not know: passed through, and without --mode
+  // the server sees MODE_UNSPECIFIED (and says so) rather than a silent
+  // TRAIN.
+  absl::StatusOr<v1::LayerSpec> w = wire({"--layer=group_norm"});
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_EQ(w->bn_param().mode(), v1::MODE_UNSPECIFIED);
+  EXPECT_FALSE(w->bn_param().has_eps());
+  EXPECT_EQ(w->dropout_param().mode(), v1::MODE_UNSPECIFIED);
+  EXPECT_EQ(w->dropout_param().p(), 0);
+  w = wire({"--layer=group_norm", "--mode=test", "--eps=0.1"});
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_EQ(w->bn_param().mode(), v1::TEST);
+  EXPECT_EQ(w->bn_param().eps(), 0.1);
+}
+
+TEST(LayerFlagsTest, HelpDocumentsTheParamsWithExamples) {
+  LayerFlags lf;
+  FlagSet flags("layerctl forward", "", "NAME=SPEC...",
+                BatchnormAndLossExamples("forward"));
+  AddLayerFlags(flags, lf, /*with_impl=*/true);
+  const std::string help = flags.Help();
+  for (const char* f : {"--mode=STRING", "--eps=X", "--momentum=X", "--p=X",
+                        "--dropout_seed=N"}) {
+    EXPECT_THAT(help, HasSubstr(f));
+  }
+  EXPECT_THAT(help, HasSubstr("(default the server's, 1e-5)"));
+  EXPECT_THAT(help, HasSubstr("probability of KEEPING a unit"));
+  EXPECT_THAT(help, HasSubstr("layerctl forward --layer spatial_batchnorm "
+                              "--mode train"));
+  EXPECT_THAT(help, HasSubstr("layerctl forward --layer softmax_loss "
+                              "x=randn:8,10 y=labels:8:10"));
+  // --dtype never makes labels float, nor floats int64.
+  lf.dtype = "int64";
+  EXPECT_THAT(Message(DTypeFromFlags(lf).status()),
+              HasSubstr("--dtype: expected float32 or float64, got 'int64'"));
 }
 
 TEST(LayerFlagsTest, StrideMeaningDependsOnTheLayer) {

@@ -11,9 +11,11 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "client/generators.h"
 #include "client/npy.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -134,6 +136,19 @@ TEST_F(LayerctlTest, ListPrintsTheCatalog) {
                               HasSubstr("float32,float64")));
   EXPECT_THAT(r.out, HasSubstr("\nmax_pool "));
   EXPECT_THAT(r.out, HasSubstr("\nconv_relu_pool "));
+  // Labels marked with their dtype, extra outputs after the output.
+  EXPECT_THAT(lines[11],
+              AllOf(StartsWith("softmax_loss "), HasSubstr(" x,y:int64 "),
+                    HasSubstr(" loss "), HasSubstr(" dx ")));
+  EXPECT_THAT(lines[9],
+              AllOf(StartsWith("spatial_batchnorm "),
+                    HasSubstr(" x,gamma,beta,running_mean,running_var "),
+                    HasSubstr(" bn_param "),
+                    HasSubstr(" out(+running_mean,running_var) "),
+                    HasSubstr(" dx,dgamma,dbeta ")));
+  EXPECT_THAT(lines[10],
+              AllOf(StartsWith("dropout "), HasSubstr(" dropout_param "),
+                    HasSubstr("probability of KEEPING")));
 
   r = Layerctl("list", {"--json"});
   ASSERT_EQ(r.exit_code, 0) << Describe(r);
@@ -142,6 +157,13 @@ TEST_F(LayerctlTest, ListPrintsTheCatalog) {
             "batchnorm,spatial_batchnorm,dropout,softmax_loss,svm_loss,"
             "conv_batchnorm_relu,affine_batchnorm_relu");
   EXPECT_EQ(Py(r.out, "d['layers'][0]['grads']"), "['dx', 'dw', 'db']");
+  EXPECT_EQ(Py(r.out,
+               "[(l['label_inputs'], l['output'], l['extra_outputs'], "
+               "l['grad_inputs']) for l in d['layers'] if l['name'] in "
+               "('softmax_loss', 'spatial_batchnorm')]"),
+            "[([], 'out', ['running_mean', 'running_var'], ['x', 'gamma', "
+            "'beta']), (['y'], 'loss', [], ['x'])]");
+  EXPECT_EQ(Py(r.out, "d['layers'][0]['label_inputs']"), "[]");
 }
 
 TEST_F(LayerctlTest, ForwardSeedCellWritesNpy) {
@@ -284,6 +306,175 @@ TEST_F(LayerctlTest, CompareMaxPoolIsExact) {
   EXPECT_EQ(Py(r.out, "d['output_rel_error'] < 1e-9"), "True");
 }
 
+// The inputs of spatial_batchnorm with C channels, but x.
+std::vector<std::string> BatchnormInputs(int c) {
+  return {absl::StrCat("gamma=linspace:1,3:", c),
+          absl::StrCat("beta=linspace:-1,1:", c),
+          absl::StrCat("running_mean=zeros:", c),
+          absl::StrCat("running_var=linspace:1,1:", c)};
+}
+
+TEST_F(LayerctlTest, ForwardSoftmaxLossWithGeneratedLabels) {
+  RunResult r = Layerctl("forward", {"--layer", "softmax_loss", "--seed", "4",
+                                     "x=randn:16,10", "y=labels:16:10"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_THAT(r.out, StartsWith("forward softmax_loss: implementation "));
+  // The loss prints as a scalar; ~log(10) for random scores.
+  std::vector<std::string> lines = absl::StrSplit(r.out, '\n');
+  ASSERT_GE(lines.size(), 2u);
+  ASSERT_THAT(lines[1], StartsWith("loss: (1,) float64 = ")) << r.out;
+  double loss = 0;
+  ASSERT_TRUE(absl::SimpleAtod(
+      absl::StripPrefix(lines[1], "loss: (1,) float64 = "), &loss));
+  EXPECT_GT(loss, 1.0);
+  EXPECT_LT(loss, 5.0);
+
+  // --json and --out; --dtype makes x float32 and leaves y int64; numpy
+  // recomputes the loss from the same labels (written by us as int64).
+  r = Layerctl("forward",
+               {"--layer", "softmax_loss", "--seed", "4", "x=randn:16,10",
+                "y=labels:16:10", "--json", "--dtype", "float32"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(Py(r.out,
+               "(d['outputs']['loss']['dtype'], "
+               "d['outputs']['loss']['shape'])"),
+            "('float32', [1])");
+  const double loss32 = std::stod(Py(r.out, "d['outputs']['loss']['value']"));
+  EXPECT_NEAR(loss32, loss, 1e-5);
+
+  absl::StatusOr<TensorMap> in =
+      client::MakeTensors({"x=randn:16,10", "y=labels:16:10"}, {}, 4);
+  ASSERT_TRUE(in.ok()) << in.status();
+  ASSERT_TRUE(client::WriteNpy(dir_ + "/x.npy", in->at("x")).ok());
+  ASSERT_TRUE(client::WriteNpy(dir_ + "/y.npy", in->at("y")).ok());
+  RunResult np = RunProcess(
+      {LAYERSERVE_PYTHON, "-c",
+       absl::StrCat("import numpy as np; x = np.load('", dir_,
+                    "/x.npy'); y = np.load('", dir_,
+                    "/y.npy'); assert y.dtype == np.int64; "
+                    "s = x - x.max(1, keepdims=True); "
+                    "p = s - np.log(np.exp(s).sum(1, keepdims=True)); "
+                    "print(repr(-p[np.arange(16), y].mean()))")});
+  ASSERT_EQ(np.exit_code, 0) << Describe(np);
+  EXPECT_NEAR(std::stod(np.out), loss, 1e-12);
+  // The same labels from the .npy file (numpy-readable int64).
+  r = Layerctl("forward", {"--layer", "softmax_loss", "x=" + dir_ + "/x.npy",
+                           "y=" + dir_ + "/y.npy"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_THAT(r.out, HasSubstr("\n" + lines[1] + "\n"));
+
+  // backward: dout defaults to 1.0, so dx is the loss's own gradient, whose
+  // rows sum to zero.
+  r = Layerctl("backward", {"--layer", "softmax_loss", "x=randn:16,10",
+                            "y=labels:16:10", "--out", dir_ + "/g"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  Tensor dx = client::ReadNpy(dir_ + "/g/dx.npy").value();
+  ASSERT_EQ(dx.shape(), Shape({16, 10}));
+  for (int64_t n = 0; n < 16; ++n) {
+    double row = 0, neg = 0;
+    for (int64_t c = 0; c < 10; ++c) {
+      row += dx.GetFlat(n * 10 + c);
+      neg += std::min(0.0, dx.GetFlat(n * 10 + c));
+    }
+    EXPECT_NEAR(row, 0, 1e-15) << n;
+    EXPECT_LT(neg, 0) << n;  // -(1 - p_y) / N at the label
+  }
+  EXPECT_THAT(r.out, Not(HasSubstr("dy")));
+}
+
+TEST_F(LayerctlTest, ForwardSpatialBatchnormTrainMode) {
+  RunResult r = Layerctl(
+      "forward", With({"--layer", "spatial_batchnorm", "--mode", "train",
+                       "--seed", "2", "x=randn:4,3,5,5", "--out", dir_},
+                      BatchnormInputs(3)));
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_THAT(r.out, HasSubstr("\nout: (4, 3, 5, 5) float64 min "));
+  EXPECT_THAT(r.out, HasSubstr("\nrunning_mean: (3,) float64 min "));
+  EXPECT_THAT(r.out, HasSubstr("\nrunning_var: (3,) float64 min "));
+  // Per channel: mean beta, std gamma (the course's check), and the running
+  // mean updated with the server's default momentum 0.9.
+  RunResult np = RunProcess(
+      {LAYERSERVE_PYTHON, "-c",
+       absl::StrCat(
+           "import numpy as np; o = np.load('", dir_,
+           "/out.npy'); rm = np.load('", dir_,
+           "/running_mean.npy'); "
+           "assert np.allclose(o.mean((0, 2, 3)), [-1, 0, 1], atol=1e-12); "
+           "assert np.allclose(o.std((0, 2, 3)), [1, 2, 3], rtol=1e-4); "
+           "print(rm.shape, rm.dtype)")});
+  ASSERT_EQ(np.exit_code, 0) << Describe(np);
+  EXPECT_EQ(np.out, "(3,) float64\n");
+  Tensor rm09 = client::ReadNpy(dir_ + "/running_mean.npy").value();
+
+  // --momentum 0 makes the running mean the batch mean: 10x the update.
+  r = Layerctl("forward", With({"--layer", "spatial_batchnorm", "--mode",
+                                "train", "--momentum", "0", "--seed", "2",
+                                "x=randn:4,3,5,5", "--out", dir_ + "/m0"},
+                               BatchnormInputs(3)));
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  Tensor rm0 = client::ReadNpy(dir_ + "/m0/running_mean.npy").value();
+  for (int64_t c = 0; c < 3; ++c) {
+    EXPECT_NEAR(rm0.GetFlat(c), 10 * rm09.GetFlat(c), 1e-12) << c;
+  }
+
+  // Test mode: the running statistics normalize and come back unchanged.
+  r = Layerctl("forward",
+               With({"--layer", "spatial_batchnorm", "--mode", "test", "--eps",
+                     "0.25", "--seed", "2", "x=randn:4,3,5,5", "--json"},
+                    BatchnormInputs(3)));
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(Py(r.out,
+               "[(o['min'], o['max']) for k, o in "
+               "sorted(d['outputs'].items()) if k != 'out']"),
+            "[(0, 0), (1, 1)]");
+}
+
+TEST_F(LayerctlTest, GradCheckBatchnormLayers) {
+  RunResult r = Layerctl(
+      "gradcheck", With({"--layer", "batchnorm", "--mode", "train", "--seed",
+                         "5", "x=randn:8,4", "--max_rel_error", "1e-5"},
+                        BatchnormInputs(4)));
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_THAT(r.out, StartsWith("gradcheck batchnorm: implementation "));
+  for (const char* g :
+       {"\ndx error:  ", "\ndgamma error:  ", "\ndbeta error:  "}) {
+    EXPECT_THAT(r.out, HasSubstr(g));
+  }
+  EXPECT_EQ(Lines(r.out), 4);  // no check for the running statistics
+  EXPECT_THAT(r.out, Not(HasSubstr("FAIL")));
+
+  r = Layerctl("gradcheck", With({"--layer", "spatial_batchnorm", "--mode",
+                                  "train", "--impl", "naive", "x=randn:2,3,4,5",
+                                  "--max_rel_error", "1e-5", "--json"},
+                                 BatchnormInputs(3)));
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(Py(r.out, "([x['input'] for x in d['results']], d['pass'])"),
+            "(['x', 'gamma', 'beta'], True)");
+
+  // The loss: only x gets a gradient.
+  r = Layerctl("gradcheck", {"--layer", "svm_loss", "x=randn:6,5",
+                             "y=labels:6:5", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(Py(r.out, "[x['input'] for x in d['results']]"), "['x']");
+}
+
+TEST_F(LayerctlTest, CompareAndBenchTakeTheNewParams) {
+  RunResult r =
+      Layerctl("compare", With({"--layer", "spatial_batchnorm", "--mode",
+                                "train", "x=randn:4,3,6,6", "--json"},
+                               BatchnormInputs(3)));
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(Py(r.out, "sorted(d['grad_rel_errors'])"),
+            "['dbeta', 'dgamma', 'dx']");
+  EXPECT_EQ(Py(r.out, "d['output_rel_error'] < 1e-9"), "True");
+
+  r = Layerctl("bench",
+               {"--rpc", "forward", "--layer", "dropout", "--mode", "train",
+                "--p", "0.5", "--requests", "5", "x=randn:4,8", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(Py(r.out, "(d['requests'], d['ok'])"), "(5, 5)");
+}
+
 TEST_F(LayerctlTest, NotebookPassesEveryCell) {
   RunResult r = Layerctl("notebook", {"--repeats", "1"});
   ASSERT_EQ(r.exit_code, 0) << Describe(r);
@@ -295,11 +486,19 @@ TEST_F(LayerctlTest, NotebookPassesEveryCell) {
         "Testing conv_forward_fast:\nNaive: ", "\nSpeedup: ",
         "Testing conv_backward_fast:\n", "\ndb difference:  ",
         "Testing pool_forward_fast:\n", "Testing pool_backward_fast:\n",
-        "Testing conv_relu_pool\ndx error:  ", "Testing conv_relu:\n"}) {
+        "Testing conv_relu_pool\ndx error:  ", "Testing conv_relu:\n",
+        "Before spatial batch normalization:\n  Shape:  (2, 3, 4, 5)\n"
+        "  Means:  [",
+        "After spatial batch normalization (gamma=[1.0, 1.0, 1.0], "
+        "beta=[0.0, 0.0, 0.0]):\n  Shape:  (2, 3, 4, 5)\n  Means:  [",
+        "After spatial batch normalization (gamma=[3.0, 4.0, 5.0], "
+        "beta=[6.0, 7.0, 8.0]):\n",
+        "\n  Stds:  [", "Spatial batchnorm backward\ndx error:  ",
+        "\ndgamma error:  ", "\ndbeta error:  "}) {
     EXPECT_THAT(r.out, HasSubstr(words));
   }
   EXPECT_THAT(r.out, Not(HasSubstr("FAIL")));
-  EXPECT_THAT(r.out, EndsWith("\nnotebook: 8 passed, 0 failed\n"));
+  EXPECT_THAT(r.out, EndsWith("\nnotebook: 10 passed, 0 failed\n"));
 }
 
 TEST_F(LayerctlTest, NotebookJson) {
@@ -307,10 +506,23 @@ TEST_F(LayerctlTest, NotebookJson) {
   ASSERT_EQ(r.exit_code, 0) << Describe(r);
   EXPECT_EQ(Lines(r.out), 1);
   EXPECT_EQ(Py(r.out, "(d['passed'], d['failed'], len(d['cells']))"),
-            "(8, 0, 8)");
+            "(10, 0, 10)");
   EXPECT_EQ(Py(r.out, "[c['cell'] for c in d['cells']]"),
             "['In [14]', 'In [15]', 'In [16]', 'In [17]', 'In [2]', 'In [3]', "
-            "'In [4]', 'In [5]']");
+            "'In [4]', 'In [5]', 'SBN [1]', 'SBN [2]']");
+  // The spatial batchnorm cells judge what the course checks.
+  EXPECT_EQ(
+      Py(r.out,
+         "[(k['what'], k['threshold']) for k in d['cells'][8]['checks']]"),
+      "[('max|mean - beta| (gamma=[1.0, 1.0, 1.0])', 1e-10), "
+      "('max|std / gamma - 1| (gamma=[1.0, 1.0, 1.0])', 0.0001), "
+      "('max|mean - beta| (gamma=[3.0, 4.0, 5.0])', 1e-10), "
+      "('max|std / gamma - 1| (gamma=[3.0, 4.0, 5.0])', 0.0001)]");
+  EXPECT_EQ(Py(r.out,
+               "[(k['what'], k['value'] <= k['threshold']) for k in "
+               "d['cells'][9]['checks']]"),
+            "[('dx error', True), ('dgamma error', True), "
+            "('dbeta error', True)]");
 }
 
 TEST_F(LayerctlTest, BenchSmall) {
@@ -418,6 +630,55 @@ TEST_F(LayerctlTest, ServerRejectionsAndDeadlines) {
                      3, "DEADLINE_EXCEEDED");
 }
 
+TEST_F(LayerctlTest, LabelAndParamErrors) {
+  ExpectOneLineError(
+      Layerctl("forward",
+               With({"--layer", "spatial_batchnorm", "x=randn:2,3,4,5"},
+                    BatchnormInputs(3))),
+      2,
+      "layerctl forward: --mode is required for layer spatial_batchnorm (its "
+      "bn_param.mode): train or test, e.g. --mode train");
+  ExpectOneLineError(Layerctl("forward", {"--layer", "dropout", "--mode",
+                                          "train", "x=randn:3"}),
+                     2, "--p is required for layer dropout");
+  // The server judges values: its INVALID_ARGUMENT, one line, exit 3.
+  ExpectOneLineError(
+      Layerctl("forward", With({"--layer", "batchnorm", "--mode", "train",
+                                "--eps", "-1", "x=randn:4,3"},
+                               BatchnormInputs(3))),
+      3,
+      "layerctl forward: INVALID_ARGUMENT: batchnorm: bn_param.eps must be "
+      "finite and > 0");
+  ExpectOneLineError(
+      Layerctl("forward", {"--layer", "softmax_loss", "x=randn:4,3",
+                           "y=labels:4:9", "--seed", "1"}),
+      3, "is out of range [0, 3)");
+
+  // A float .npy for the labels, an int64 .npy for a float input.
+  Tensor f = std::move(Tensor::Zeros(DType::kFloat64, {4})).value();
+  Tensor i = std::move(Tensor::Zeros(DType::kInt64, {4, 3})).value();
+  ASSERT_TRUE(client::WriteNpy(dir_ + "/yf.npy", f).ok());
+  ASSERT_TRUE(client::WriteNpy(dir_ + "/xi.npy", i).ok());
+  ExpectOneLineError(
+      Layerctl("forward", {"--layer", "softmax_loss", "x=randn:4,3",
+                           "y=" + dir_ + "/yf.npy"}),
+      2,
+      "y=" + dir_ +
+          "/yf.npy: input y holds class labels and must be int64 ('<i8'), but "
+          "the file is float64");
+  ExpectOneLineError(
+      Layerctl("forward", {"--layer", "softmax_loss", "x=" + dir_ + "/xi.npy",
+                           "y=labels:4:3"}),
+      2, "the file is int64 ('<i8') but input x is float");
+  ExpectOneLineError(
+      Layerctl("forward",
+               {"--layer", "softmax_loss", "x=randn:4,3", "y=randn:4"}),
+      2, "y=randn:4: input y holds int64 class labels; give labels:N:C");
+  ExpectOneLineError(
+      Layerctl("forward", {"--layer", "softmax_loss", "x=randn:4,3"}), 2,
+      "missing y (give each as NAME=SPEC, e.g. y=labels:8:10)");
+}
+
 TEST_F(LayerctlTest, UsageErrorsAndHelp) {
   ExpectOneLineError(Layerctl("forward", {"--layer", "relu", "--bogus", "1"}),
                      2, "unknown flag --bogus (see 'layerctl forward --help')");
@@ -443,6 +704,21 @@ TEST_F(LayerctlTest, UsageErrorsAndHelp) {
     EXPECT_THAT(r.out, HasSubstr("\nexample:\n  layerctl "));
     EXPECT_THAT(r.out, HasSubstr("--server"));
     EXPECT_THAT(r.out, HasSubstr("--json"));
+  }
+  // The layer commands document the new params, with a batchnorm and a
+  // loss example.
+  for (const char* cmd :
+       {"forward", "backward", "gradcheck", "compare", "bench"}) {
+    r = LayerctlRaw({cmd, "--help"});
+    for (const char* flag :
+         {"\n  --mode=STRING ", "\n  --eps=X ", "\n  --momentum=X ",
+          "\n  --p=X ", "\n  --dropout_seed=N "}) {
+      EXPECT_THAT(r.out, HasSubstr(flag)) << cmd;
+    }
+    EXPECT_THAT(r.out, HasSubstr("--layer spatial_batchnorm --mode train"))
+        << cmd;
+    EXPECT_THAT(r.out, HasSubstr("--layer softmax_loss")) << cmd;
+    EXPECT_THAT(r.out, HasSubstr("y=labels:")) << cmd;
   }
   r = LayerctlRaw({"--help"});
   EXPECT_EQ(r.exit_code, 0);

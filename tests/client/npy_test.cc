@@ -5,6 +5,7 @@
 
 #include <stdlib.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <fstream>
 #include <sstream>
@@ -20,6 +21,7 @@ namespace {
 
 using ::testing::AllOf;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using ::testing::StartsWith;
 
 // Writes, with numpy, one file per case into argv[1]; values are
@@ -45,6 +47,27 @@ np.save(f'{d}/scalar.npy', np.float64(1.5))
 np.save(f'{d}/zero_dim.npy', np.zeros((0, 3)))
 np.save(f'{d}/rank5.npy', np.zeros((1, 1, 1, 1, 2)))
 np.save(f'{d}/structured.npy', np.zeros(3, dtype=[('a', '<f8')]))
+# Class labels as numpy makes them: its default integer is int64 ('<i8').
+labels = np.array([3, 0, 9, 2**40 + 7, -1, 2**62], dtype=np.int64)
+np.save(f'{d}/labels_r1.npy', labels)
+np.save(f'{d}/labels_default_int.npy', np.array([1, 2, 3]))
+np.save(f'{d}/labels_r2.npy', labels.reshape(2, 3))
+np.save(f'{d}/labels_bigendian.npy', labels.astype('>i8'))
+with open(f'{d}/labels_v2.npy', 'wb') as f:
+    np.lib.format.write_array(f, labels, version=(2, 0))
+)py";
+
+// Exact int64 values (beyond 2^53, where a float64 would round).
+const std::vector<int64_t> kLabels = {
+    3, 0, 9, (int64_t{1} << 40) + 7, -1, int64_t{1} << 62};
+
+// argv: path; checks numpy reads our int64 file as kLabels, shape (2, 3).
+constexpr char kCheckLabelsScript[] = R"py(
+import sys, numpy as np
+a = np.load(sys.argv[1])
+assert a.dtype == np.int64 and a.dtype.str == '<i8', a.dtype
+assert a.shape == (2, 3), a.shape
+assert a.tolist() == [[3, 0, 9], [2**40 + 7, -1, 2**62]], a.tolist()
 )py";
 
 // argv: path dtype shape... ; checks numpy reads what we wrote.
@@ -170,6 +193,58 @@ TEST_F(NumpyFilesTest, NumpyLoadsWhatWeWrite) {
   }
 }
 
+Tensor Labels(Shape shape) {
+  Tensor t = std::move(Tensor::Zeros(DType::kInt64, std::move(shape))).value();
+  std::copy(kLabels.begin(), kLabels.end(), t.data<int64_t>());
+  return t;
+}
+
+void ExpectLabels(const Tensor& t, const Shape& shape) {
+  ASSERT_EQ(t.dtype(), DType::kInt64);
+  ASSERT_EQ(t.shape(), shape);
+  const std::vector<int64_t> got(t.data<int64_t>(),
+                                 t.data<int64_t>() + t.size());
+  EXPECT_EQ(got, kLabels);
+}
+
+TEST_F(NumpyFilesTest, ReadsInt64Labels) {
+  for (const auto& [name, shape] :
+       std::vector<std::pair<const char*, Shape>>{{"labels_r1.npy", {6}},
+                                                  {"labels_r2.npy", {2, 3}},
+                                                  {"labels_v2.npy", {6}}}) {
+    SCOPED_TRACE(name);
+    absl::StatusOr<Tensor> t = ReadNpy(Path(name));
+    ASSERT_TRUE(t.ok()) << t.status();
+    ExpectLabels(*t, shape);
+  }
+  // np.array([1, 2, 3]) without a dtype: int64 on Linux.
+  absl::StatusOr<Tensor> t = ReadNpy(Path("labels_default_int.npy"));
+  ASSERT_TRUE(t.ok()) << t.status();
+  ASSERT_EQ(t->dtype(), DType::kInt64);
+  EXPECT_EQ(t->data<int64_t>()[2], 3);
+}
+
+TEST_F(NumpyFilesTest, Int64WriterIsByteIdenticalAndNumpyLoadsIt) {
+  EXPECT_EQ(EncodeNpy(Labels({6})), ReadFile(Path("labels_r1.npy")));
+  EXPECT_EQ(EncodeNpy(Labels({2, 3})), ReadFile(Path("labels_r2.npy")));
+  const std::string path = Path("our_labels.npy");
+  ASSERT_TRUE(WriteNpy(path, Labels({2, 3})).ok());
+  EXPECT_EQ(RunPython(*dir_, kCheckLabelsScript, path), 0);
+  absl::StatusOr<Tensor> back = ReadNpy(path);
+  ASSERT_TRUE(back.ok()) << back.status();
+  ExpectLabels(*back, {2, 3});
+}
+
+TEST_F(NumpyFilesTest, RejectsBigEndianInt64) {
+  absl::StatusOr<Tensor> t = ReadNpy(Path("labels_bigendian.npy"));
+  ASSERT_FALSE(t.ok());
+  EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(t.status().message()),
+              AllOf(StartsWith(Path("labels_bigendian.npy") + ": "),
+                    HasSubstr("big-endian data ('>i8') is not supported"),
+                    HasSubstr("a.astype('<i8')")));
+}
+
 TEST_F(NumpyFilesTest, RejectsFortranOrder) {
   absl::StatusOr<Tensor> t = ReadNpy(Path("fortran.npy"));
   ASSERT_FALSE(t.ok());
@@ -195,8 +270,14 @@ TEST_F(NumpyFilesTest, RejectsOtherDtypes) {
     EXPECT_THAT(
         std::string(t.status().message()),
         AllOf(StartsWith(Path(name) + ": "),
-              HasSubstr(absl::StrCat("dtype ", descr, " is not supported"))));
+              HasSubstr(absl::StrCat("dtype ", descr, " is not supported")),
+              HasSubstr("'<i8' (int64 class labels)")));
   }
+  // Labels of another integer width: told how to convert them.
+  EXPECT_THAT(std::string(ReadNpy(Path("int32.npy")).status().message()),
+              HasSubstr("(numpy: a.astype(np.int64))"));
+  EXPECT_THAT(std::string(ReadNpy(Path("float16.npy")).status().message()),
+              Not(HasSubstr("np.int64")));
   absl::StatusOr<Tensor> t = ReadNpy(Path("structured.npy"));
   ASSERT_FALSE(t.ok());
   EXPECT_THAT(std::string(t.status().message()),
@@ -237,6 +318,13 @@ TEST(NpyTest, RoundTripsEveryRankAndDtype) {
       ASSERT_TRUE(back.ok()) << back.status();
       ExpectSame(*back, t);
     }
+    Tensor labels = std::move(Tensor::Zeros(DType::kInt64, shape)).value();
+    for (int64_t i = 0; i < labels.size(); ++i) {
+      labels.data<int64_t>()[i] = (i * 7919) % 1000 - 500;
+    }
+    absl::StatusOr<Tensor> back = ParseNpy(EncodeNpy(labels), "mem");
+    ASSERT_TRUE(back.ok()) << back.status();
+    ExpectSame(*back, labels);
   }
 }
 

@@ -44,11 +44,49 @@ class TensorConversionTest(unittest.TestCase):
         self.assertFalse(strided.flags["C_CONTIGUOUS"])
         self.assertEqual(lc.to_tensor(strided).data, want)
 
+    def test_int64_labels_round_trip(self):
+        y = np.array([3, 0, 2**40 + 7, -1], dtype=np.int64)
+        t = lc.to_tensor(y)
+        self.assertEqual(t.dtype, lc.pb.INT64)
+        self.assertEqual(list(t.shape), [4])
+        self.assertEqual(t.data, y.astype("<i8").tobytes())
+        self.assertEqual(lc.to_tensor(y.astype(">i8")).data, t.data)
+        back = lc.from_tensor(t)
+        self.assertEqual(back.dtype, np.int64)
+        np.testing.assert_array_equal(back, y)
+
     def test_other_dtypes_are_refused(self):
-        with self.assertRaises(TypeError):
+        with self.assertRaisesRegex(TypeError, r"a\.astype\(np\.int64\)"):
             lc.to_tensor(np.arange(3, dtype=np.int32))
         with self.assertRaises(TypeError):
             lc.to_tensor(np.ones(3, dtype=np.float16))
+
+    def test_param_dicts(self):
+        spec = lc.layer_spec("spatial_batchnorm", bn_param={"mode": "train"})
+        self.assertEqual(spec.bn_param.mode, lc.pb.TRAIN)
+        # Only what was given is sent: the server's defaults apply.
+        self.assertFalse(spec.bn_param.HasField("eps"))
+        self.assertFalse(spec.bn_param.HasField("momentum"))
+        spec = lc.layer_spec("batchnorm", bn_param={"mode": "test",
+                                                    "eps": 1e-3,
+                                                    "momentum": 0.5})
+        self.assertEqual(spec.bn_param.mode, lc.pb.TEST)
+        self.assertEqual(spec.bn_param.eps, 1e-3)
+        self.assertEqual(spec.bn_param.momentum, 0.5)
+        spec = lc.layer_spec("dropout", dropout_param={"p": 0.8,
+                                                       "mode": "train",
+                                                       "seed": 7})
+        self.assertEqual((spec.dropout_param.p, spec.dropout_param.mode,
+                          spec.dropout_param.seed), (0.8, lc.pb.TRAIN, 7))
+        with self.assertRaisesRegex(ValueError, "needs 'mode'"):
+            lc.bn_param({"eps": 1e-5})
+        with self.assertRaisesRegex(ValueError, "running_mean and "
+                                    "running_var are inputs"):
+            lc.bn_param({"mode": "train", "running_mean": np.zeros(3)})
+        with self.assertRaisesRegex(ValueError, "expected 'train' or 'test'"):
+            lc.bn_param({"mode": "training"})
+        with self.assertRaisesRegex(ValueError, "probability of KEEPING"):
+            lc.dropout_param({"mode": "train"})
 
     def test_bad_wire_tensor(self):
         t = lc.pb.Tensor(dtype=lc.pb.FLOAT64, shape=[3], data=b"\0" * 16)
@@ -123,6 +161,106 @@ class LiveServerTest(unittest.TestCase):
                                             "pool_width": 2, "stride": 2})
         self.assertEqual(r.output_rel_error, 0.0)
         self.assertEqual(r.grad_rel_errors["dx"], 0.0)
+
+    def test_softmax_loss_with_int64_labels(self):
+        rng = np.random.default_rng(3)
+        x = rng.standard_normal((8, 5))
+        y = rng.integers(0, 5, size=8)  # numpy's default integer: int64
+        self.assertEqual(y.dtype, np.int64)
+        out = self.client.forward("softmax_loss", {"x": x, "y": y})
+        self.assertEqual(sorted(out), ["loss"])
+        self.assertEqual(out["loss"].shape, (1,))
+        # The course's softmax_loss, in numpy.
+        shifted = x - x.max(axis=1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1,
+                                                          keepdims=True))
+        want = -log_probs[np.arange(8), y].mean()
+        self.assertAlmostEqual(out["loss"][0], want, delta=1e-12)
+
+        dx = self.client.backward("softmax_loss", {"x": x, "y": y},
+                                  np.ones(1))["dx"]
+        want_dx = np.exp(log_probs)
+        want_dx[np.arange(8), y] -= 1
+        np.testing.assert_allclose(dx, want_dx / 8, rtol=0, atol=1e-14)
+
+        errors = self.client.gradcheck("softmax_loss", {"x": x, "y": y},
+                                       impl="naive", seed=1)
+        self.assertEqual(sorted(errors), ["x"])  # labels get no gradient
+        self.assertLessEqual(errors["x"], 1e-7)
+
+        with self.assertRaises(lc.LayerServeError) as cm:
+            self.client.forward("softmax_loss", {"x": x,
+                                                 "y": y.astype(np.float64)})
+        self.assertEqual(cm.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("must be int64", str(cm.exception))
+        with self.assertRaises(lc.LayerServeError) as cm:
+            self.client.forward("svm_loss", {"x": x, "y": y + 5})
+        self.assertIn("out of range", str(cm.exception))
+
+    def test_spatial_batchnorm(self):
+        # The course's check: after a train-mode forward each channel has
+        # mean beta and std gamma; the running statistics follow its formula.
+        rng = np.random.default_rng(4)
+        x = 4 * rng.standard_normal((2, 3, 4, 5)) + 10
+        gamma, beta = np.array([3.0, 4.0, 5.0]), np.array([6.0, 7.0, 8.0])
+        rm, rv = np.array([1.0, 2.0, 3.0]), np.array([1.0, 1.5, 2.0])
+        inputs = {"x": x, "gamma": gamma, "beta": beta, "running_mean": rm,
+                  "running_var": rv}
+        out = self.client.forward("spatial_batchnorm", inputs,
+                                  bn_param={"mode": "train"})
+        self.assertEqual(sorted(out), ["out", "running_mean", "running_var"])
+        np.testing.assert_allclose(out["out"].mean(axis=(0, 2, 3)), beta,
+                                   rtol=0, atol=1e-10)
+        np.testing.assert_allclose(out["out"].std(axis=(0, 2, 3)), gamma,
+                                   rtol=1e-4)
+        mean, var = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3))
+        np.testing.assert_allclose(out["running_mean"], 0.9 * rm + 0.1 * mean,
+                                   rtol=1e-13)
+        np.testing.assert_allclose(out["running_var"], 0.9 * rv + 0.1 * var,
+                                   rtol=1e-13)
+        out = self.client.forward("spatial_batchnorm", inputs,
+                                  bn_param={"mode": "train", "momentum": 0.5})
+        np.testing.assert_allclose(out["running_mean"], 0.5 * rm + 0.5 * mean,
+                                   rtol=1e-13)
+
+        # Test mode normalizes with the running statistics.
+        out = self.client.forward("spatial_batchnorm", inputs,
+                                  bn_param={"mode": "test", "eps": 1e-3})
+        c = (slice(None), None, None)
+        want = (gamma[c] * (x - rm[c]) / np.sqrt(rv[c] + 1e-3) + beta[c])
+        np.testing.assert_allclose(out["out"], want, rtol=1e-12)
+
+        # The course's gradient check, float64.
+        inputs["x"] = 5 * rng.standard_normal((2, 3, 4, 5)) + 12
+        inputs["gamma"] = rng.standard_normal(3)
+        inputs["beta"] = rng.standard_normal(3)
+        errors = self.client.gradcheck(
+            "spatial_batchnorm", inputs,
+            dout=rng.standard_normal((2, 3, 4, 5)), seed=2,
+            bn_param={"mode": "train"})
+        self.assertEqual(sorted(errors), ["beta", "gamma", "x"])
+        for name, e in errors.items():
+            self.assertLessEqual(e, 1e-5, name)
+
+        with self.assertRaises(lc.LayerServeError) as cm:
+            self.client.forward("spatial_batchnorm", inputs)
+        self.assertEqual(cm.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("bn_param", str(cm.exception))
+
+    def test_dropout_keeps_with_probability_p(self):
+        x = np.random.default_rng(5).standard_normal((4, 50)) + 3
+        param = {"p": 0.25, "mode": "train", "seed": 9}
+        out = self.client.forward("dropout", {"x": x},
+                                  dropout_param=param)["out"]
+        kept = out != 0
+        np.testing.assert_allclose(out[kept], x[kept] / 0.25, rtol=1e-15)
+        self.assertTrue(0.1 < kept.mean() < 0.4, kept.mean())
+        dx = self.client.backward("dropout", {"x": x}, np.ones_like(x),
+                                  dropout_param=param)["dx"]
+        np.testing.assert_array_equal(dx != 0, kept)  # the same mask
+        out = self.client.forward("dropout", {"x": x},
+                                  dropout_param={"p": 0.25, "mode": "test"})
+        np.testing.assert_array_equal(out["out"], x)
 
     def test_errors_carry_the_status(self):
         with self.assertRaises(lc.LayerServeError) as cm:
