@@ -1,9 +1,15 @@
 #include "client/client.h"
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
+#include <fstream>
+#include <sstream>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "lib/status_macros.h"
 
 namespace layerserve::client {
 
@@ -11,6 +17,50 @@ absl::Status FromGrpcStatus(const grpc::Status& status) {
   if (status.ok()) return absl::OkStatus();
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
                       status.error_message());
+}
+
+namespace {
+
+// A PEM given inline, or read from the file it names; `field` names it in
+// errors.
+absl::StatusOr<std::string> PemFrom(const std::string& value,
+                                    absl::string_view field) {
+  if (absl::StartsWith(value, "-----BEGIN")) return value;
+  std::ifstream in(value, std::ios::binary);
+  if (!in) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ": cannot read '", value, "': ", std::strerror(errno)));
+  }
+  std::stringstream contents;
+  contents << in.rdbuf();
+  return contents.str();
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentialsFor(
+    const ClientOptions& options) {
+  if (options.credentials != nullptr) return options.credentials;
+  if (options.tls_cert.empty() != options.tls_key.empty()) {
+    return absl::InvalidArgumentError(
+        "tls_cert and tls_key: give both (a client certificate for mutual "
+        "TLS) or neither");
+  }
+  const bool tls = options.tls || !options.tls_ca.empty() ||
+                   !options.tls_cert.empty() ||
+                   !options.tls_server_name.empty();
+  if (!tls) return grpc::InsecureChannelCredentials();
+  grpc::SslCredentialsOptions ssl;
+  if (!options.tls_ca.empty()) {
+    LS_ASSIGN_OR_RETURN(ssl.pem_root_certs, PemFrom(options.tls_ca, "tls_ca"));
+  }
+  if (!options.tls_cert.empty()) {
+    LS_ASSIGN_OR_RETURN(ssl.pem_cert_chain,
+                        PemFrom(options.tls_cert, "tls_cert"));
+    LS_ASSIGN_OR_RETURN(ssl.pem_private_key,
+                        PemFrom(options.tls_key, "tls_key"));
+  }
+  return grpc::SslCredentials(ssl);
 }
 
 absl::StatusOr<std::unique_ptr<LayerClient>> LayerClient::Connect(
@@ -22,12 +72,20 @@ absl::StatusOr<std::unique_ptr<LayerClient>> LayerClient::Connect(
     return absl::InvalidArgumentError(absl::StrCat(
         "max_message_bytes: must be > 0, got ", options.max_message_bytes));
   }
+  for (char c : options.auth_token) {
+    if (c < 0x21 || c > 0x7e) {
+      return absl::InvalidArgumentError(
+          "auth_token: must be printable ASCII without spaces");
+    }
+  }
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options.max_message_bytes);
   args.SetMaxSendMessageSize(options.max_message_bytes);
-  std::shared_ptr<grpc::ChannelCredentials> creds =
-      options.credentials ? options.credentials
-                          : grpc::InsecureChannelCredentials();
+  if (!options.tls_server_name.empty()) {
+    args.SetSslTargetNameOverride(options.tls_server_name);
+  }
+  LS_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ChannelCredentials> creds,
+                      ChannelCredentialsFor(options));
   std::shared_ptr<grpc::Channel> channel =
       grpc::CreateCustomChannel(options.target, creds, args);
   if (channel == nullptr) {
@@ -52,6 +110,10 @@ std::unique_ptr<grpc::ClientContext> LayerClient::NewContext() const {
   }
   // Fail fast: a server that is down is an error now, not a wait.
   context->set_wait_for_ready(false);
+  if (!options_.auth_token.empty()) {
+    context->AddMetadata("authorization",
+                         absl::StrCat("Bearer ", options_.auth_token));
+  }
   return context;
 }
 

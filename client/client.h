@@ -8,6 +8,10 @@
 // receive limits are both set to max_message_bytes, so large tensors are not
 // cut off by gRPC's 4 MiB default receive limit.
 //
+// Security: TLS (server verified against tls_ca, or the system's roots),
+// mutual TLS (tls_cert + tls_key: the client's certificate), and a bearer
+// token sent as "authorization: Bearer <auth_token>" on every call.
+//
 // Thread-safety: a LayerClient may be used from several threads at once
 // (gRPC channels and stubs are thread-safe).
 #ifndef LAYERSERVE_CLIENT_CLIENT_H_
@@ -33,9 +37,32 @@ struct ClientOptions {
   absl::Duration timeout = absl::Seconds(60);
   // Send and receive limit, bytes; match the server's --max_message_bytes.
   int max_message_bytes = 512 << 20;
-  // Null means an insecure (plaintext) channel.
+  // Explicit channel credentials; when set, the tls_* fields are ignored.
   std::shared_ptr<grpc::ChannelCredentials> credentials;
+  // TLS. Each of these is a path to a PEM file, or the PEM text itself (a
+  // value starting with "-----BEGIN"). Setting any of them, or `tls`, makes
+  // the channel TLS; otherwise it is plaintext.
+  bool tls = false;
+  // The CA(s) that signed the server's certificate; empty: the system's
+  // roots.
+  std::string tls_ca;
+  // The client's certificate chain and private key, for servers that
+  // require them (mutual TLS, --tls_client_ca). Both or neither.
+  std::string tls_cert;
+  std::string tls_key;
+  // Overrides the name the server's certificate is checked against
+  // (default: the target's host). For tests and IP targets.
+  std::string tls_server_name;
+  // Non-empty: sent on every call as "authorization: Bearer <auth_token>"
+  // (the server's --auth_token_file). Printable ASCII without spaces.
+  std::string auth_token;
 };
+
+// The channel credentials `options` asks for: options.credentials, TLS from
+// the tls_* fields, or plaintext. INVALID_ARGUMENT naming the field for a
+// PEM file that cannot be read or a cert without a key (or the reverse).
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentialsFor(
+    const ClientOptions& options);
 
 // gRPC status -> absl::Status, same code and message.
 absl::Status FromGrpcStatus(const grpc::Status& status);
@@ -43,8 +70,8 @@ absl::Status FromGrpcStatus(const grpc::Status& status);
 class LayerClient {
  public:
   // Creates the channel; does not connect (the first call does) and does not
-  // block. INVALID_ARGUMENT for an empty target or a non-positive message
-  // limit.
+  // block. INVALID_ARGUMENT for an empty target, a non-positive message
+  // limit, unreadable TLS files or a token gRPC cannot send.
   static absl::StatusOr<std::unique_ptr<LayerClient>> Connect(
       const ClientOptions& options);
 

@@ -11,6 +11,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-numpy python3-grpcio python3-protobuf
   openssl procps
+  clang-14 libclang-rt-14-dev
   grpc-proto
 )
 

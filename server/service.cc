@@ -3,15 +3,18 @@
 #include <chrono>
 #include <cstdio>
 #include <exception>
+#include <limits>
 #include <memory>
 #include <new>
 #include <set>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/time.h"
 #include "lib/cancel.h"
 #include "lib/compare.h"
 #include "lib/gradcheck.h"
@@ -26,45 +29,64 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// The validated parts every layer call has.
+// The validated parts every layer call has. `inputs` is filled only once
+// the call is admitted: a call waiting in the queue holds no copies.
 struct LayerCall {
   LayerSpec spec;
-  TensorMap inputs;
+  DescMap descs;
   TensorDesc out;
+  TensorMap inputs;
 };
 
-// Layer spec and inputs from the request, checked in the order a user would
-// fix them: the layer, then each tensor on its own, then the set of inputs
-// against the layer and the size limits; only then is anything copied.
+// Layer spec and input descs from the request, checked in the order a user
+// would fix them: the layer, then each tensor on its own, then the set of
+// inputs against the layer and the cost limits. Nothing is copied.
 absl::StatusOr<LayerCall> PrepareLayerCall(const v1::LayerSpec& layer,
                                            const ProtoTensorMap& inputs,
+                                           CallKind kind,
                                            const ServiceOptions& options) {
   LayerCall call;
   LS_ASSIGN_OR_RETURN(call.spec, LayerSpecFromProto(layer));
-  LS_ASSIGN_OR_RETURN(DescMap descs, TensorDescMapFromProto(inputs, "inputs"));
-  LS_RETURN_IF_ERROR(CheckCallLimits(call.spec, descs,
-                                     options.max_tensor_elements,
-                                     options.max_tensor_elements_name));
-  LS_ASSIGN_OR_RETURN(call.out, InferOutput(call.spec, descs));
-  LS_ASSIGN_OR_RETURN(call.inputs, TensorMapFromProto(inputs, "inputs"));
+  LS_ASSIGN_OR_RETURN(call.descs, TensorDescMapFromProto(inputs, "inputs"));
+  LS_RETURN_IF_ERROR(
+      CheckCallLimits(call.spec, call.descs, kind, options.limits));
+  LS_ASSIGN_OR_RETURN(call.out, InferOutput(call.spec, call.descs));
   return call;
 }
 
-// An optional tensor field (dout): empty when absent, else validated and
-// size-checked before it is copied.
-absl::StatusOr<Tensor> OptionalTensor(bool present, const v1::Tensor& proto,
-                                      absl::string_view field,
-                                      const ServiceOptions& options) {
-  if (!present) return Tensor();
+// An optional tensor field (dout): validated and size-checked from its
+// desc; copied by the caller once admitted.
+absl::Status CheckOptionalTensor(bool present, const v1::Tensor& proto,
+                                 absl::string_view field,
+                                 const ServiceOptions& options) {
+  if (!present) return absl::OkStatus();
   LS_ASSIGN_OR_RETURN(TensorDesc desc, TensorDescFromProto(proto, field));
-  LS_RETURN_IF_ERROR(CheckTensorElements(desc, field,
-                                         options.max_tensor_elements,
-                                         options.max_tensor_elements_name));
+  return CheckTensorElements(desc, field, options.limits.max_tensor_elements,
+                             options.limits.max_tensor_elements_name);
+}
+
+absl::StatusOr<Tensor> OptionalTensor(bool present, const v1::Tensor& proto,
+                                      absl::string_view field) {
+  if (!present) return Tensor();
   return TensorFromProto(proto, field);
 }
 
+// Saturating: with limits raised far enough, a byte count may not fit.
 int64_t Bytes(const TensorDesc& desc) {
-  return NumElements(desc.shape) * static_cast<int64_t>(ItemSize(desc.dtype));
+  int64_t bytes = 0;
+  if (__builtin_mul_overflow(NumElements(desc.shape),
+                             static_cast<int64_t>(ItemSize(desc.dtype)),
+                             &bytes)) {
+    return std::numeric_limits<int64_t>::max();
+  }
+  return bytes;
+}
+
+int64_t AddBytes(int64_t a, int64_t b) {
+  int64_t sum = 0;
+  return __builtin_add_overflow(a, b, &sum)
+             ? std::numeric_limits<int64_t>::max()
+             : sum;
 }
 
 // Refuses a call whose response could not be sent, before computing it.
@@ -91,7 +113,7 @@ std::function<absl::Status()> CancelCheck(grpc::ServerContext* context) {
   return [context, deadline, next_poll, kPollInterval]() -> absl::Status {
     if (std::chrono::system_clock::now() >= deadline) {
       return absl::DeadlineExceededError(
-          "the call's deadline passed during the computation");
+          "the call's deadline passed before the computation finished");
     }
     const Clock::time_point now = Clock::now();
     if (now < *next_poll) return absl::OkStatus();
@@ -104,17 +126,29 @@ std::function<absl::Status()> CancelCheck(grpc::ServerContext* context) {
 }
 
 // Runs fn() as one computation: on this call's share of the cores,
-// cancellable, timed into *compute_ns.
+// cancellable, timed into *compute_ns. The caller holds an admission slot.
 template <typename Fn>
-auto Compute(grpc::ServerContext* context, int64_t* compute_ns, Fn&& fn) {
+auto Compute(const std::function<absl::Status()>& cancelled,
+             int64_t* compute_ns, Fn&& fn) {
   ComputeSlot slot;
-  CancellationScope scope(CancelCheck(context));
+  CancellationScope scope(cancelled);
   const Clock::time_point start = Clock::now();
   auto result = fn();
   *compute_ns =
       std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start)
           .count();
   return result;
+}
+
+// Constant-time comparison: how long it takes must not tell an attacker
+// how much of a guessed token was right. Only the length leaks.
+bool SameToken(absl::string_view a, absl::string_view b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  }
+  return diff == 0;
 }
 
 // Exceptions must not escape into gRPC: lib reports errors as statuses,
@@ -161,6 +195,7 @@ class CallLog {
   }
 
   void set_ran(absl::string_view impl_name) { ran_ = std::string(impl_name); }
+  void set_queued(absl::Duration waited) { queued_ = waited; }
 
   // Logs the call and maps its status to gRPC's.
   grpc::Status Finish(const absl::Status& status) {
@@ -170,9 +205,10 @@ class CallLog {
               .count();
       std::string line = absl::StrFormat(
           "call=%s layer=%s impl=%s ran=%s dtype=%s shapes=%s status=%s "
-          "latency_ms=%.3f",
+          "latency_ms=%.3f queued_ms=%.3f",
           method_, layer_, impl_, ran_.empty() ? "-" : ran_, dtype_, shapes_,
-          absl::StatusCodeToString(status.code()), ms);
+          absl::StatusCodeToString(status.code()), ms,
+          absl::ToDoubleMilliseconds(queued_));
       if (!status.ok()) {
         absl::string_view message = status.message();
         constexpr size_t kMaxMessage = 300;
@@ -192,7 +228,14 @@ class CallLog {
   const std::string method_;
   const Clock::time_point start_;
   std::string layer_ = "-", impl_ = "-", ran_, dtype_ = "-", shapes_ = "-";
+  absl::Duration queued_ = absl::ZeroDuration();
 };
+
+// The number of cores, the default of --max_concurrent.
+int Cores() {
+  const unsigned n = std::thread::hardware_concurrency();
+  return n == 0 ? 1 : static_cast<int>(n);
+}
 
 std::string ImplLabel(int impl) {
   if (v1::Implementation_IsValid(impl)) {
@@ -210,12 +253,38 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
 }
 
 LayerServiceImpl::LayerServiceImpl(ServiceOptions options)
-    : options_(std::move(options)) {}
+    : options_(std::move(options)),
+      admission_(
+          options_.max_concurrent > 0 ? options_.max_concurrent : Cores(),
+          options_.max_queue) {}
 
-grpc::Status LayerServiceImpl::ListLayers(grpc::ServerContext*,
+absl::Status LayerServiceImpl::CheckAuth(
+    const grpc::ServerContext* context) const {
+  if (options_.auth_token.empty()) return absl::OkStatus();
+  constexpr absl::string_view kScheme = "Bearer ";
+  const auto& metadata = context->client_metadata();
+  const auto it = metadata.find("authorization");
+  if (it == metadata.end()) {
+    return absl::UnauthenticatedError(
+        "this server requires a bearer token: send the metadata "
+        "'authorization: Bearer <token>'");
+  }
+  const absl::string_view value(it->second.data(), it->second.size());
+  if (value.substr(0, kScheme.size()) != kScheme ||
+      !SameToken(value.substr(kScheme.size()), options_.auth_token)) {
+    return absl::UnauthenticatedError(
+        "the bearer token in 'authorization' is not valid");
+  }
+  return absl::OkStatus();
+}
+
+grpc::Status LayerServiceImpl::ListLayers(grpc::ServerContext* context,
                                           const v1::ListLayersRequest*,
                                           v1::ListLayersResponse* response) {
   CallLog log(options_, "ListLayers");
+  if (absl::Status auth = CheckAuth(context); !auth.ok()) {
+    return log.Finish(auth);
+  }
   for (const LayerDef* def : AllLayers()) {
     LayerInfoToProto(*def, response->add_layers());
   }
@@ -228,8 +297,13 @@ grpc::Status LayerServiceImpl::Forward(grpc::ServerContext* context,
   CallLog log(options_, "Forward");
   log.Describe(request->layer(), ImplLabel(request->implementation()),
                request->inputs(), nullptr);
-  absl::Status status =
-      Guarded([&] { return DoForward(context, *request, response); });
+  absl::Status status = CheckAuth(context);
+  if (status.ok()) {
+    absl::Duration queued = absl::ZeroDuration();
+    status = Guarded(
+        [&] { return DoForward(context, *request, response, &queued); });
+    log.set_queued(queued);
+  }
   if (status.ok()) log.set_ran(response->implementation_name());
   return log.Finish(status);
 }
@@ -241,8 +315,13 @@ grpc::Status LayerServiceImpl::Backward(grpc::ServerContext* context,
   log.Describe(request->layer(), ImplLabel(request->implementation()),
                request->inputs(),
                request->has_dout() ? &request->dout() : nullptr);
-  absl::Status status =
-      Guarded([&] { return DoBackward(context, *request, response); });
+  absl::Status status = CheckAuth(context);
+  if (status.ok()) {
+    absl::Duration queued = absl::ZeroDuration();
+    status = Guarded(
+        [&] { return DoBackward(context, *request, response, &queued); });
+    log.set_queued(queued);
+  }
   if (status.ok()) log.set_ran(response->implementation_name());
   return log.Finish(status);
 }
@@ -254,8 +333,13 @@ grpc::Status LayerServiceImpl::GradCheck(grpc::ServerContext* context,
   log.Describe(request->layer(), ImplLabel(request->implementation()),
                request->inputs(),
                request->has_dout() ? &request->dout() : nullptr);
-  absl::Status status =
-      Guarded([&] { return DoGradCheck(context, *request, response); });
+  absl::Status status = CheckAuth(context);
+  if (status.ok()) {
+    absl::Duration queued = absl::ZeroDuration();
+    status = Guarded(
+        [&] { return DoGradCheck(context, *request, response, &queued); });
+    log.set_queued(queued);
+  }
   if (status.ok()) log.set_ran(response->implementation_name());
   return log.Finish(status);
 }
@@ -266,22 +350,41 @@ grpc::Status LayerServiceImpl::Compare(grpc::ServerContext* context,
   CallLog log(options_, "Compare");
   log.Describe(request->layer(), "NAIVE+FAST", request->inputs(),
                request->has_dout() ? &request->dout() : nullptr);
-  absl::Status status =
-      Guarded([&] { return DoCompare(context, *request, response); });
+  absl::Status status = CheckAuth(context);
+  if (status.ok()) {
+    absl::Duration queued = absl::ZeroDuration();
+    status = Guarded(
+        [&] { return DoCompare(context, *request, response, &queued); });
+    log.set_queued(queued);
+  }
   if (status.ok()) log.set_ran(response->fast_implementation_name());
   return log.Finish(status);
 }
 
+absl::StatusOr<AdmissionControl::Ticket> LayerServiceImpl::Admit(
+    const std::function<absl::Status()>& cancelled, absl::Duration* queued) {
+  LS_ASSIGN_OR_RETURN(AdmissionControl::Ticket ticket,
+                      admission_.Admit(cancelled));
+  *queued = ticket.waited();
+  return ticket;
+}
+
 absl::Status LayerServiceImpl::DoForward(grpc::ServerContext* context,
                                          const v1::ForwardRequest& request,
-                                         v1::ForwardResponse* response) {
+                                         v1::ForwardResponse* response,
+                                         absl::Duration* queued) {
   LS_ASSIGN_OR_RETURN(Impl impl, ImplFromProto(request.implementation()));
-  LS_ASSIGN_OR_RETURN(
-      LayerCall call,
-      PrepareLayerCall(request.layer(), request.inputs(), options_));
+  LS_ASSIGN_OR_RETURN(LayerCall call,
+                      PrepareLayerCall(request.layer(), request.inputs(),
+                                       CallKind::kForward, options_));
   LS_RETURN_IF_ERROR(CheckResponseBytes(Bytes(call.out), "output", options_));
+  const std::function<absl::Status()> cancelled = CancelCheck(context);
+  LS_ASSIGN_OR_RETURN(AdmissionControl::Ticket ticket,
+                      Admit(cancelled, queued));
+  LS_ASSIGN_OR_RETURN(call.inputs,
+                      TensorMapFromProto(request.inputs(), "inputs"));
   int64_t compute_ns = 0;
-  absl::StatusOr<ForwardResult> result = Compute(context, &compute_ns, [&] {
+  absl::StatusOr<ForwardResult> result = Compute(cancelled, &compute_ns, [&] {
     return layerserve::Forward(call.spec, impl, call.inputs);
   });
   if (!result.ok()) return result.status();
@@ -293,19 +396,28 @@ absl::Status LayerServiceImpl::DoForward(grpc::ServerContext* context,
 
 absl::Status LayerServiceImpl::DoBackward(grpc::ServerContext* context,
                                           const v1::BackwardRequest& request,
-                                          v1::BackwardResponse* response) {
+                                          v1::BackwardResponse* response,
+                                          absl::Duration* queued) {
   LS_ASSIGN_OR_RETURN(Impl impl, ImplFromProto(request.implementation()));
-  LS_ASSIGN_OR_RETURN(
-      LayerCall call,
-      PrepareLayerCall(request.layer(), request.inputs(), options_));
-  LS_ASSIGN_OR_RETURN(
-      Tensor dout,
-      OptionalTensor(request.has_dout(), request.dout(), "dout", options_));
+  LS_ASSIGN_OR_RETURN(LayerCall call,
+                      PrepareLayerCall(request.layer(), request.inputs(),
+                                       CallKind::kBackward, options_));
+  LS_RETURN_IF_ERROR(CheckOptionalTensor(request.has_dout(), request.dout(),
+                                         "dout", options_));
   int64_t grad_bytes = 0;
-  for (const auto& [name, t] : call.inputs) grad_bytes += Bytes(t.desc());
+  for (const auto& [name, desc] : call.descs) {
+    grad_bytes = AddBytes(grad_bytes, Bytes(desc));
+  }
   LS_RETURN_IF_ERROR(CheckResponseBytes(grad_bytes, "gradients", options_));
+  const std::function<absl::Status()> cancelled = CancelCheck(context);
+  LS_ASSIGN_OR_RETURN(AdmissionControl::Ticket ticket,
+                      Admit(cancelled, queued));
+  LS_ASSIGN_OR_RETURN(call.inputs,
+                      TensorMapFromProto(request.inputs(), "inputs"));
+  LS_ASSIGN_OR_RETURN(
+      Tensor dout, OptionalTensor(request.has_dout(), request.dout(), "dout"));
   int64_t compute_ns = 0;
-  absl::StatusOr<BackwardResult> result = Compute(context, &compute_ns, [&] {
+  absl::StatusOr<BackwardResult> result = Compute(cancelled, &compute_ns, [&] {
     return layerserve::Backward(call.spec, impl, call.inputs, dout);
   });
   if (!result.ok()) return result.status();
@@ -317,27 +429,44 @@ absl::Status LayerServiceImpl::DoBackward(grpc::ServerContext* context,
 
 absl::Status LayerServiceImpl::DoGradCheck(grpc::ServerContext* context,
                                            const v1::GradCheckRequest& request,
-                                           v1::GradCheckResponse* response) {
+                                           v1::GradCheckResponse* response,
+                                           absl::Duration* queued) {
   LS_ASSIGN_OR_RETURN(Impl impl, ImplFromProto(request.implementation()));
-  LS_ASSIGN_OR_RETURN(
-      LayerCall call,
-      PrepareLayerCall(request.layer(), request.inputs(), options_));
-  LS_ASSIGN_OR_RETURN(
-      Tensor dout,
-      OptionalTensor(request.has_dout(), request.dout(), "dout", options_));
+  LS_ASSIGN_OR_RETURN(LayerCall call,
+                      PrepareLayerCall(request.layer(), request.inputs(),
+                                       CallKind::kGradCheck, options_));
+  LS_RETURN_IF_ERROR(CheckOptionalTensor(request.has_dout(), request.dout(),
+                                         "dout", options_));
+  if (request.num_checks() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("num_checks: must be >= 0 (0 checks every element), got ",
+                     request.num_checks()));
+  }
+  LS_RETURN_IF_ERROR(CheckGradCheckCost(call.spec, call.descs,
+                                        request.num_checks(), options_.limits));
   if (request.return_gradients()) {
     int64_t grad_bytes = 0;
-    for (const auto& [name, t] : call.inputs) grad_bytes += 2 * Bytes(t.desc());
+    for (const auto& [name, desc] : call.descs) {
+      grad_bytes = AddBytes(grad_bytes, AddBytes(Bytes(desc), Bytes(desc)));
+    }
     LS_RETURN_IF_ERROR(CheckResponseBytes(
         grad_bytes, "numeric and analytic gradients", options_));
   }
+  const std::function<absl::Status()> cancelled = CancelCheck(context);
+  LS_ASSIGN_OR_RETURN(AdmissionControl::Ticket ticket,
+                      Admit(cancelled, queued));
+  LS_ASSIGN_OR_RETURN(call.inputs,
+                      TensorMapFromProto(request.inputs(), "inputs"));
+  LS_ASSIGN_OR_RETURN(
+      Tensor dout, OptionalTensor(request.has_dout(), request.dout(), "dout"));
   GradCheckOptions gc;
   gc.h = request.h() == 0 ? kDefaultGradCheckStep : request.h();
   gc.dout = request.has_dout() ? &dout : nullptr;
   gc.seed = request.seed();
   gc.return_gradients = request.return_gradients();
+  gc.num_checks = request.num_checks();
   int64_t compute_ns = 0;
-  absl::StatusOr<GradCheckReport> report = Compute(context, &compute_ns, [&] {
+  absl::StatusOr<GradCheckReport> report = Compute(cancelled, &compute_ns, [&] {
     return layerserve::GradCheck(call.spec, impl, call.inputs, gc);
   });
   if (!report.ok()) return report.status();
@@ -347,6 +476,7 @@ absl::Status LayerServiceImpl::DoGradCheck(grpc::ServerContext* context,
     out->set_rel_error(r.rel_error);
     out->set_max_abs_error(r.max_abs_error);
     for (int64_t i : r.worst_index) out->add_worst_index(i);
+    for (int64_t i : r.checked_indices) out->add_checked_indices(i);
     if (request.return_gradients()) {
       TensorToProto(r.numeric, out->mutable_numeric());
       TensorToProto(r.analytic, out->mutable_analytic());
@@ -359,19 +489,32 @@ absl::Status LayerServiceImpl::DoGradCheck(grpc::ServerContext* context,
 
 absl::Status LayerServiceImpl::DoCompare(grpc::ServerContext* context,
                                          const v1::CompareRequest& request,
-                                         v1::CompareResponse* response) {
+                                         v1::CompareResponse* response,
+                                         absl::Duration* queued) {
+  LS_ASSIGN_OR_RETURN(LayerCall call,
+                      PrepareLayerCall(request.layer(), request.inputs(),
+                                       CallKind::kCompare, options_));
+  LS_RETURN_IF_ERROR(CheckOptionalTensor(request.has_dout(), request.dout(),
+                                         "dout", options_));
+  // Checked here as well as in lib: a bad count must not wait for a slot.
+  if (request.repeats() < 0 || request.repeats() > kMaxCompareRepeats) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("repeats: must be 0..", kMaxCompareRepeats,
+                     " (0 means 1), got ", request.repeats()));
+  }
+  const std::function<absl::Status()> cancelled = CancelCheck(context);
+  LS_ASSIGN_OR_RETURN(AdmissionControl::Ticket ticket,
+                      Admit(cancelled, queued));
+  LS_ASSIGN_OR_RETURN(call.inputs,
+                      TensorMapFromProto(request.inputs(), "inputs"));
   LS_ASSIGN_OR_RETURN(
-      LayerCall call,
-      PrepareLayerCall(request.layer(), request.inputs(), options_));
-  LS_ASSIGN_OR_RETURN(
-      Tensor dout,
-      OptionalTensor(request.has_dout(), request.dout(), "dout", options_));
+      Tensor dout, OptionalTensor(request.has_dout(), request.dout(), "dout"));
   CompareOptions co;
   co.dout = request.has_dout() ? &dout : nullptr;
   co.seed = request.seed();
   co.repeats = request.repeats();
   int64_t compute_ns = 0;
-  absl::StatusOr<CompareReport> report = Compute(context, &compute_ns, [&] {
+  absl::StatusOr<CompareReport> report = Compute(cancelled, &compute_ns, [&] {
     return layerserve::Compare(call.spec, call.inputs, co);
   });
   if (!report.ok()) return report.status();

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "absl/strings/str_join.h"
+#include "lib/cancel.h"
 #include "lib/layers/affine.h"
 #include "lib/layers/batchnorm.h"
 #include "lib/layers/conv.h"
@@ -67,6 +68,8 @@ absl::Status ConvReluBackward(const LayerSpec& spec, Impl impl,
   LS_ASSIGN_OR_RETURN(std::string n1, impl == Impl::kNaive
                                           ? naive::ReluBackward(r, dr, &da)
                                           : fast::ReluBackward(r, dr, &da));
+  // Between stages: a cancelled call stops here rather than after the conv.
+  LS_RETURN_IF_ERROR(CheckCancelled());
   const Tensor &x = Input(in, "x"), &w = Input(in, "w");
   Tensor* dx = &g->find("dx")->second;
   Tensor* dw = &g->find("dw")->second;
@@ -119,6 +122,7 @@ const LayerDef& ConvReluLayerDef() {
                      TensorMap* g) -> absl::StatusOr<std::string> {
       ImplNames names;
       LS_ASSIGN_OR_RETURN(Tensor r, ConvRelu(spec, impl, in, &names));
+      LS_RETURN_IF_ERROR(CheckCancelled());
       LS_RETURN_IF_ERROR(ConvReluBackward(spec, impl, in, r, dout, g, &names));
       return names.Join();
     };
@@ -147,6 +151,7 @@ const LayerDef& ConvReluPoolLayerDef() {
       Tensor* out = Output(outputs, "out");
       ImplNames names;
       LS_ASSIGN_OR_RETURN(Tensor r, ConvRelu(spec, impl, in, &names));
+      LS_RETURN_IF_ERROR(CheckCancelled());
       LS_ASSIGN_OR_RETURN(std::string n,
                           impl == Impl::kNaive
                               ? naive::MaxPoolForward(r, spec.pool, out)
@@ -159,6 +164,7 @@ const LayerDef& ConvReluPoolLayerDef() {
                      TensorMap* g) -> absl::StatusOr<std::string> {
       ImplNames names;
       LS_ASSIGN_OR_RETURN(Tensor r, ConvRelu(spec, impl, in, &names));
+      LS_RETURN_IF_ERROR(CheckCancelled());
       LS_ASSIGN_OR_RETURN(Tensor dr, Tensor::Zeros(r.dtype(), r.shape()));
       LS_ASSIGN_OR_RETURN(std::string n,
                           impl == Impl::kNaive

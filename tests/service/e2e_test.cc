@@ -2,18 +2,12 @@
 // through the client library over TCP. Health and reflection answered,
 // tensors of tens of MB both ways, SIGTERM with a call in flight, a second
 // server on a taken port, a server that is down.
-#include <fcntl.h>
 #include <google/protobuf/descriptor.pb.h>
-#include <poll.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-#include <fstream>
+#include <atomic>
 #include <memory>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -29,9 +23,8 @@
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "lib/registry.h"
+#include "tests/service/server_process.h"
 #include "tests/service/test_util.h"
-
-extern char** environ;
 
 namespace layerserve::testing {
 namespace {
@@ -39,117 +32,11 @@ namespace {
 using ::testing::Contains;
 using ::testing::HasSubstr;
 
-// A child process running the server binary: stdout on a pipe (for the
-// "listening on" line), stderr into a file (the call log; a pipe nobody
-// reads would fill up and block the server).
-class ServerProcess {
- public:
-  static std::unique_ptr<ServerProcess> Start(
-      const std::vector<std::string>& flags) {
-    static int counter = 0;
-    auto p = std::unique_ptr<ServerProcess>(new ServerProcess);
-    p->stderr_path_ = absl::StrCat(::testing::TempDir(), "layerserve_e2e_",
-                                   getpid(), "_", counter++, ".log");
-    int out[2];
-    if (pipe(out) != 0) return nullptr;
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
-    posix_spawn_file_actions_addclose(&actions, out[0]);
-    posix_spawn_file_actions_addclose(&actions, out[1]);
-    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO,
-                                     p->stderr_path_.c_str(),
-                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    std::vector<std::string> args = {LAYERSERVE_BINARY};
-    args.insert(args.end(), flags.begin(), flags.end());
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    const int rc = posix_spawn(&p->pid_, LAYERSERVE_BINARY, &actions, nullptr,
-                               argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    close(out[1]);
-    p->stdout_fd_ = out[0];
-    if (rc != 0) {
-      ADD_FAILURE() << "posix_spawn " << LAYERSERVE_BINARY << ": " << rc;
-      p->pid_ = -1;
-    }
-    return p;
-  }
-
-  ~ServerProcess() {
-    if (pid_ > 0 && !exit_status_.has_value()) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-    if (stdout_fd_ >= 0) close(stdout_fd_);
-    unlink(stderr_path_.c_str());
-  }
-
-  // The next stdout line, or "" on EOF or after `timeout`.
-  std::string ReadLine(absl::Duration timeout) {
-    const absl::Time deadline = absl::Now() + timeout;
-    std::string line;
-    while (absl::Now() < deadline) {
-      pollfd pfd = {stdout_fd_, POLLIN, 0};
-      const int ms = static_cast<int>(
-          absl::ToInt64Milliseconds(deadline - absl::Now()) + 1);
-      if (poll(&pfd, 1, ms) <= 0) continue;
-      char c;
-      if (read(stdout_fd_, &c, 1) != 1) break;
-      if (c == '\n') return line;
-      line.push_back(c);
-    }
-    return "";
-  }
-
-  // Reads "listening on HOST:PORT" and returns the port (0 on failure).
-  int WaitListening() {
-    const std::string line = ReadLine(absl::Seconds(60));
-    constexpr absl::string_view kPrefix = "listening on 127.0.0.1:";
-    int port = 0;
-    if (!absl::StartsWith(line, kPrefix) ||
-        !absl::SimpleAtoi(line.substr(kPrefix.size()), &port)) {
-      ADD_FAILURE() << "stdout said '" << line << "'; stderr: " << Stderr();
-      return 0;
-    }
-    return port;
-  }
-
-  void Signal(int sig) { kill(pid_, sig); }
-
-  // The exit code, or nullopt if still running after `timeout` or killed
-  // by a signal.
-  std::optional<int> WaitExit(absl::Duration timeout) {
-    const absl::Time deadline = absl::Now() + timeout;
-    while (!exit_status_.has_value() && absl::Now() < deadline) {
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        exit_status_ = status;
-        break;
-      }
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-    if (!exit_status_.has_value() || !WIFEXITED(*exit_status_)) {
-      return std::nullopt;
-    }
-    return WEXITSTATUS(*exit_status_);
-  }
-
-  std::string Stderr() const {
-    std::ifstream in(stderr_path_);
-    std::stringstream s;
-    s << in.rdbuf();
-    return s.str();
-  }
-
- private:
-  ServerProcess() = default;
-  pid_t pid_ = -1;
-  int stdout_fd_ = -1;
-  std::string stderr_path_;
-  std::optional<int> exit_status_;
-};
+// Under TSan the server runs one intra-op thread (see kThreadSanitizer).
+std::unique_ptr<ServerProcess> StartServer(std::vector<std::string> flags) {
+  if (kThreadSanitizer) flags.push_back("--threads=1");
+  return ServerProcess::Start(LAYERSERVE_BINARY, flags);
+}
 
 std::unique_ptr<client::LayerClient> ConnectTo(
     int port, absl::Duration timeout = absl::Seconds(120)) {
@@ -159,10 +46,26 @@ std::unique_ptr<client::LayerClient> ConnectTo(
   return ValueOrDie(client::LayerClient::Connect(o));
 }
 
+// A client on a connection of its own: gRPC otherwise shares one
+// connection (and its reconnect backoff) among equal channels, and "a new
+// client" would not be new.
+std::unique_ptr<client::LayerClient> ConnectFresh(int port,
+                                                  absl::Duration timeout) {
+  client::ClientOptions o;
+  o.target = absl::StrCat("127.0.0.1:", port);
+  o.timeout = timeout;
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  return std::make_unique<client::LayerClient>(
+      grpc::CreateCustomChannel(o.target, grpc::InsecureChannelCredentials(),
+                                args),
+      o);
+}
+
 class EndToEndTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    server_ = ServerProcess::Start({"--address=127.0.0.1:0"});
+    server_ = StartServer({"--address=127.0.0.1:0"});
     ASSERT_NE(server_, nullptr);
     port_ = server_->WaitListening();
     ASSERT_GT(port_, 0);
@@ -268,7 +171,15 @@ TEST_F(EndToEndTest, TensorsOfTensOfMegabytes) {
                         "UNSPECIFIED"));
 }
 
-TEST_F(EndToEndTest, SigtermFinishesTheCallInFlightAndExitsZero) {
+TEST(EndToEndShutdownTest, SigtermFinishesTheCallInFlightRefusesNewOnes) {
+  // A long grace period: the in-flight call must finish, even on a slow
+  // (sanitizer) build.
+  std::unique_ptr<ServerProcess> server =
+      StartServer({"--address=127.0.0.1:0", "--shutdown_grace=120s"});
+  ASSERT_NE(server, nullptr);
+  const int port = server->WaitListening();
+  ASSERT_GT(port, 0);
+  std::unique_ptr<client::LayerClient> client = ConnectTo(port);
   // A naive gradient check of a few seconds.
   v1::GradCheckRequest req;
   *req.mutable_layer() = ConvSpec("conv", 1, 1);
@@ -280,19 +191,43 @@ TEST_F(EndToEndTest, SigtermFinishesTheCallInFlightAndExitsZero) {
   (*req.mutable_inputs())["b"] = ProtoOf(Randn(DType::kFloat64, {8}, 3));
   absl::StatusOr<v1::GradCheckResponse> in_flight =
       absl::UnknownError("not run");
+  std::atomic<bool> done{false};
   // Connected first, so that the call below reaches the server at once.
-  ASSERT_TRUE(client_->ListLayers().ok());
-  std::thread call([&] { in_flight = client_->GradCheck(req); });
+  ASSERT_TRUE(client->ListLayers().ok());
+  std::thread call([&] {
+    in_flight = client->GradCheck(req);
+    done = true;
+  });
   absl::SleepFor(absl::Milliseconds(300));
-  server_->Signal(SIGTERM);
+  server->Signal(SIGTERM);
+  absl::SleepFor(absl::Milliseconds(200));
+
+  // During the grace period: new calls are refused, on a new connection and
+  // on the one that carries the call in flight, while that call runs on.
+  std::unique_ptr<client::LayerClient> fresh =
+      ConnectFresh(port, absl::Seconds(10));
+  EXPECT_EQ(fresh->ListLayers().status().code(),
+            absl::StatusCode::kUnavailable);
+  v1::ForwardRequest small;
+  small.mutable_layer()->set_name("relu");
+  (*small.mutable_inputs())["x"] = ProtoOf(Randn(DType::kFloat64, {4}, 4));
+  EXPECT_EQ(fresh->Forward(small).status().code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_EQ(client->Forward(small).status().code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_FALSE(done.load())
+      << "the call in flight ended before the refusals could be checked "
+         "during the grace period";
+
   call.join();
   ASSERT_TRUE(in_flight.ok()) << in_flight.status();
   EXPECT_EQ(in_flight->results_size(), 3);
-  EXPECT_EQ(server_->WaitExit(absl::Seconds(30)), std::optional<int>(0))
-      << server_->Stderr();
+  EXPECT_EQ(server->WaitExit(absl::Seconds(60)), std::optional<int>(0))
+      << server->Stderr();
   // The signal came first, the call ended after it (calls are logged when
-  // they end), then the server stopped.
-  const std::string log = server_->Stderr();
+  // they end), then the server stopped. The refused calls never reached a
+  // handler.
+  const std::string log = server->Stderr();
   const size_t signalled = log.find("Terminated: no new calls");
   const size_t ended = log.find("call=GradCheck layer=conv");
   const size_t stopped = log.find("layerserve: stopped");
@@ -301,10 +236,11 @@ TEST_F(EndToEndTest, SigtermFinishesTheCallInFlightAndExitsZero) {
   ASSERT_NE(stopped, std::string::npos) << log;
   EXPECT_LT(signalled, ended) << log;
   EXPECT_LT(ended, stopped) << log;
+  EXPECT_EQ(log.find("call=Forward"), std::string::npos) << log;
 
   // Now nobody listens: a call fails fast with UNAVAILABLE.
   std::unique_ptr<client::LayerClient> late =
-      ConnectTo(port_, absl::Seconds(10));
+      ConnectFresh(port, absl::Seconds(10));
   const absl::Time start = absl::Now();
   EXPECT_EQ(late->ListLayers().status().code(), absl::StatusCode::kUnavailable);
   EXPECT_LT(absl::Now() - start, absl::Seconds(10));
@@ -312,7 +248,7 @@ TEST_F(EndToEndTest, SigtermFinishesTheCallInFlightAndExitsZero) {
 
 TEST_F(EndToEndTest, SecondServerOnTheSamePortFailsLoudly) {
   std::unique_ptr<ServerProcess> second =
-      ServerProcess::Start({absl::StrCat("--address=127.0.0.1:", port_)});
+      StartServer({absl::StrCat("--address=127.0.0.1:", port_)});
   ASSERT_NE(second, nullptr);
   EXPECT_EQ(second->ReadLine(absl::Seconds(30)), "");  // never "listening"
   const std::optional<int> code = second->WaitExit(absl::Seconds(30));
@@ -325,8 +261,8 @@ TEST_F(EndToEndTest, SecondServerOnTheSamePortFailsLoudly) {
 }
 
 TEST(EndToEndFlagsTest, BadFlagValueExitsNonZero) {
-  std::unique_ptr<ServerProcess> server = ServerProcess::Start(
-      {"--address=127.0.0.1:0", "--max_tensor_elements=0"});
+  std::unique_ptr<ServerProcess> server =
+      StartServer({"--address=127.0.0.1:0", "--max_tensor_elements=0"});
   ASSERT_NE(server, nullptr);
   const std::optional<int> code = server->WaitExit(absl::Seconds(30));
   ASSERT_TRUE(code.has_value());

@@ -2,6 +2,7 @@
 // every RPC on every layer, both implementations and dtypes; the seed
 // notebook's cells with the library tests' thresholds; every kind of bad
 // request with its status code and message, each followed by a good one.
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <functional>
@@ -25,6 +26,8 @@
 
 namespace layerserve::testing {
 namespace {
+
+[[maybe_unused]] const bool kOneThreadUnderTsan = OneIntraOpThreadUnderTsan();
 
 using client::LayerClient;
 using ::testing::HasSubstr;
@@ -52,7 +55,7 @@ class Servers {
       o.address = "";
       o.service.log_calls = false;
       if (which == Which::kSmallTensors) {
-        o.service.max_tensor_elements = kSmallTensorElements;
+        o.service.limits.max_tensor_elements = kSmallTensorElements;
       }
       if (which == Which::kSmallMessages) {
         o.max_message_bytes = kSmallMessageBytes;
@@ -488,6 +491,111 @@ TEST(ServiceTest, GradCheckDefaultsStepAndDrawsDoutFromSeed) {
   EXPECT_LE(c->results(0).rel_error(), kF64PoolGradTol);
 }
 
+// Sampled mode: K distinct random elements per input, reported and
+// reproducible, the errors computed over those only.
+TEST(ServiceTest, SampledGradCheckChecksKElementsPerInput) {
+  v1::GradCheckRequest req;
+  *req.mutable_layer() = ConvSpec("conv", 1, 1);
+  req.set_implementation(v1::NAIVE);
+  (*req.mutable_inputs())["x"] =
+      ProtoOf(Randn(DType::kFloat64, {2, 3, 8, 8}, 1));
+  (*req.mutable_inputs())["w"] =
+      ProtoOf(Randn(DType::kFloat64, {4, 3, 3, 3}, 2));
+  (*req.mutable_inputs())["b"] = ProtoOf(Randn(DType::kFloat64, {4}, 3));
+  req.set_seed(5);
+  req.set_num_checks(10);
+  req.set_return_gradients(true);
+  absl::StatusOr<v1::GradCheckResponse> r = Client().GradCheck(req);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->results_size(), 3);
+  for (const v1::GradCheckResult& res : r->results()) {
+    SCOPED_TRACE(res.input());
+    const Tensor numeric = TensorOf(res.numeric());
+    const Tensor analytic = TensorOf(res.analytic());
+    std::vector<int64_t> checked(res.checked_indices().begin(),
+                                 res.checked_indices().end());
+    if (res.input() == "b") {
+      // 4 elements, fewer than 10: checked whole, reported as such.
+      EXPECT_TRUE(checked.empty());
+      for (int64_t i = 0; i < 4; ++i) checked.push_back(i);
+    } else {
+      ASSERT_EQ(checked.size(), 10u);
+      for (size_t i = 1; i < checked.size(); ++i) {
+        EXPECT_LT(checked[i - 1], checked[i]);  // ascending, distinct
+      }
+      EXPECT_GE(checked.front(), 0);
+      EXPECT_LT(checked.back(), numeric.size());
+    }
+    // numeric is NaN exactly where the check did not look.
+    int64_t finite = 0;
+    for (int64_t i = 0; i < numeric.size(); ++i) {
+      finite += std::isfinite(numeric.GetFlat(i)) ? 1 : 0;
+    }
+    EXPECT_EQ(finite, static_cast<int64_t>(checked.size()));
+    // The reported errors are those of the checked elements.
+    double worst = -1, max_abs = 0;
+    int64_t worst_at = -1;
+    for (int64_t i : checked) {
+      const double a = numeric.GetFlat(i), b = analytic.GetFlat(i);
+      ASSERT_TRUE(std::isfinite(a)) << i;
+      const double rel =
+          std::abs(a - b) / std::max(1e-8, std::abs(a) + std::abs(b));
+      if (rel > worst) {
+        worst = rel;
+        worst_at = i;
+      }
+      max_abs = std::max(max_abs, std::abs(a - b));
+    }
+    EXPECT_DOUBLE_EQ(res.rel_error(), worst);
+    EXPECT_DOUBLE_EQ(res.max_abs_error(), max_abs);
+    const std::vector<int64_t> worst_index = numeric.Unravel(worst_at);
+    EXPECT_THAT(res.worst_index(), ::testing::ElementsAreArray(worst_index));
+    EXPECT_LE(res.rel_error(), kF64ConvGradTol);
+  }
+
+  // The same seed checks the same elements; another seed, others.
+  absl::StatusOr<v1::GradCheckResponse> again = Client().GradCheck(req);
+  req.set_seed(6);
+  absl::StatusOr<v1::GradCheckResponse> other = Client().GradCheck(req);
+  ASSERT_TRUE(again.ok() && other.ok());
+  EXPECT_THAT(again->results(0).checked_indices(),
+              ::testing::ElementsAreArray(r->results(0).checked_indices()));
+  EXPECT_THAT(other->results(0).checked_indices(),
+              ::testing::Not(::testing::ElementsAreArray(
+                  r->results(0).checked_indices())));
+}
+
+TEST(ServiceTest, GradCheckCostLimitPointsToSampledMode) {
+  server::ServerOptions o;
+  o.address = "";
+  o.service.log_calls = false;
+  o.service.limits.max_gradcheck_macs = 1000000;
+  std::unique_ptr<server::LayerServer> server =
+      ValueOrDie(server::LayerServer::Start(o));
+  LayerClient client(server->InProcessChannel(), {});
+  v1::GradCheckRequest req;
+  *req.mutable_layer() = ConvSpec("conv", 1, 1);
+  (*req.mutable_inputs())["x"] =
+      ProtoOf(Randn(DType::kFloat64, {2, 3, 8, 8}, 1));
+  (*req.mutable_inputs())["w"] =
+      ProtoOf(Randn(DType::kFloat64, {4, 3, 3, 3}, 2));
+  (*req.mutable_inputs())["b"] = ProtoOf(Randn(DType::kFloat64, {4}, 3));
+  ExpectError(client.GradCheck(req).status(),
+              absl::StatusCode::kResourceExhausted,
+              {"conv: this gradient check would run 992 forward passes (2 "
+               "for each of the 496 checked elements of x, w, b, all of "
+               "them)",
+               "more than the limit of 1000000 (--max_gradcheck_macs); raise "
+               "--max_gradcheck_macs or check a random sample of the elements "
+               "(num_checks, sampled mode)"});
+  req.set_num_checks(5);
+  absl::StatusOr<v1::GradCheckResponse> sampled = client.GradCheck(req);
+  ASSERT_TRUE(sampled.ok()) << sampled.status();
+  EXPECT_EQ(sampled->results(0).checked_indices_size(), 5);
+  EXPECT_EQ(sampled->results(1).checked_indices_size(), 5);
+  EXPECT_EQ(sampled->results(2).checked_indices_size(), 0);  // b: 4 < 5
+}
+
 TEST(ServiceTest, ConcurrentCallsAllCorrect) {
   constexpr int kThreads = 4, kCalls = 5;
   std::atomic<int> good{0};
@@ -517,6 +625,7 @@ TEST(ServiceTest, DeadlineStopsALongCallAndTheServerGoesOn) {
   server::ServerOptions so;
   so.address = "";
   so.service.log_calls = false;
+  so.service.limits.max_gradcheck_macs = int64_t{1} << 62;
   std::unique_ptr<server::LayerServer> server =
       ValueOrDie(server::LayerServer::Start(so));
   LayerClient client(server->InProcessChannel(), o);

@@ -12,9 +12,46 @@
 #include "gtest/gtest.h"
 #include "layerserve/v1/layer_service.pb.h"
 #include "lib/tensor.h"
+#include "lib/threading.h"
 #include "proto/convert.h"
 
 namespace layerserve::testing {
+
+// Built with ThreadSanitizer: libgomp (OpenMP) and Debian's Abseil are not
+// instrumented, so servers under test run one intra-op thread (no OpenMP
+// teams) and TSan watches the concurrency between calls, which is ours.
+#if defined(__SANITIZE_THREAD__)
+inline constexpr bool kThreadSanitizer = true;
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+inline constexpr bool kThreadSanitizer = true;
+#else
+inline constexpr bool kThreadSanitizer = false;
+#endif
+#else
+inline constexpr bool kThreadSanitizer = false;
+#endif
+
+// Call once per test binary that runs servers in-process (a namespace-scope
+// initializer): under TSan, one intra-op thread for all of them.
+inline bool OneIntraOpThreadUnderTsan() {
+  if (kThreadSanitizer) SetMaxThreads(1);
+  return true;
+}
+
+// Built with AddressSanitizer (whose quarantine keeps freed memory
+// resident on purpose: no RSS bounds then).
+#if defined(__SANITIZE_ADDRESS__)
+inline constexpr bool kAddressSanitizer = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+inline constexpr bool kAddressSanitizer = true;
+#else
+inline constexpr bool kAddressSanitizer = false;
+#endif
+#else
+inline constexpr bool kAddressSanitizer = false;
+#endif
 
 // The value of a StatusOr the test cannot go on without.
 template <typename T>
