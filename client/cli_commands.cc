@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <iostream>
+#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -92,6 +93,35 @@ absl::Status EmitTensors(
 }
 
 void PrintJson(const JsonWriter& json) { std::cout << json.str() << "\n"; }
+
+// "checked 20 of 150 elements: (0, 1, 3, 2), (1, 0, 0, 4), ... (15 more)",
+// or "checked all 16 elements" when sampled mode checked an input whole.
+std::string CheckedLine(const std::vector<int64_t>& checked, int64_t elements,
+                        const std::vector<int64_t>& shape) {
+  if (checked.empty()) {
+    return absl::StrCat("checked all ", elements, " elements");
+  }
+  constexpr size_t kShown = 5;
+  std::vector<std::string> shown;
+  for (size_t i = 0; i < checked.size() && i < kShown; ++i) {
+    // C-order flat index -> multi-index over `shape` (flat when unknown).
+    std::vector<int64_t> index(shape.size(), 0);
+    int64_t rest = checked[i];
+    for (size_t d = shape.size(); d-- > 0;) {
+      if (shape[d] <= 0) continue;
+      index[d] = rest % shape[d];
+      rest /= shape[d];
+    }
+    shown.push_back(shape.empty() ? absl::StrCat(checked[i])
+                                  : ShapeString(index));
+  }
+  std::string line = absl::StrCat("checked ", checked.size(), " of ", elements,
+                                  " elements: ", absl::StrJoin(shown, ", "));
+  if (checked.size() > kShown) {
+    absl::StrAppend(&line, ", ... (", checked.size() - kShown, " more)");
+  }
+  return line;
+}
 
 }  // namespace
 
@@ -370,6 +400,7 @@ int RunGradCheck(const Args& args) {
   std::string out_dir;
   double h = 0;
   double max_rel_error = 0;
+  int64_t num_checks = 0;
   FlagSet flags(
       "layerctl gradcheck",
       absl::StrCat(
@@ -377,7 +408,10 @@ int RunGradCheck(const Args& args) {
           "on the server\n(the seed's eval_numerical_gradient_array) and "
           "prints each input's rel_error.\ndout defaults to randn of the "
           "output's shape, drawn by the server from --seed.\nWith "
-          "--max_rel_error, exits 1 when any error is above it.\n",
+          "--max_rel_error, exits 1 when any error is above it. A full check "
+          "costs two\nforward passes per input element; --num_checks K "
+          "checks K random elements\nof each input instead (cs231n's "
+          "grad_check_sparse) and prints which.\n",
           kInputsHelp),
       "NAME=SPEC... [dout=SPEC]",
       absl::StrCat("  layerctl gradcheck --layer conv --stride 1 --pad 1 "
@@ -385,16 +419,34 @@ int RunGradCheck(const Args& args) {
                    "      x=randn:4,3,5,5 w=randn:2,3,3,3 b=randn:2 "
                    "dout=randn:4,2,5,5 \\\n"
                    "      --max_rel_error 1e-7\n"
-                   "  the seed notebook's conv backward cell\n",
+                   "  the seed notebook's conv backward cell\n"
+                   "  layerctl gradcheck --layer conv --pad 1 --num_checks 20 "
+                   "\\\n"
+                   "      x=randn:32,3,32,32 w=randn:16,3,3,3 b=randn:16\n"
+                   "  sampled: 20 elements of each of x, w and b (all of b's "
+                   "16)\n",
                    BatchnormAndLossExamples("gradcheck")));
   AddConnectionFlags(flags, conn, absl::Seconds(120));
   AddLayerFlags(flags, lf, /*with_impl=*/true);
   flags.Double("h", &h, "finite-difference step; 0 means the server's 1e-5");
   flags.Double("max_rel_error", &max_rel_error,
                "fail (exit 1) when a rel_error exceeds this; 0: no check");
+  flags.Int("num_checks", &num_checks,
+            "sampled mode: check this many random elements (distinct, from "
+            "--seed) of each input; an input with fewer is checked whole. 0: "
+            "every element");
   flags.String("out", &out_dir,
-               "directory for NAME_numeric.npy and NAME_analytic.npy");
+               "directory for NAME_numeric.npy and NAME_analytic.npy (sampled "
+               "mode: numeric is NaN where not checked)");
   if (std::optional<int> rc = ParseFlags(flags, args, "gradcheck")) return *rc;
+  if (num_checks < 0 || num_checks > std::numeric_limits<int32_t>::max()) {
+    return ReportError(
+        "gradcheck",
+        absl::InvalidArgumentError(absl::StrCat(
+            "--num_checks: expected 0 (all elements) .. ",
+            std::numeric_limits<int32_t>::max(), ", got ", num_checks)),
+        false);
+  }
   absl::StatusOr<Prepared> p = Prepare(flags, lf, {"dout"});
   if (!p.ok()) return ReportError("gradcheck", p.status(), false);
   if (!out_dir.empty()) {
@@ -412,6 +464,7 @@ int RunGradCheck(const Args& args) {
   req.set_seed(lf.seed);
   req.set_h(h);
   req.set_return_gradients(!out_dir.empty());
+  req.set_num_checks(static_cast<int32_t>(num_checks));
 
   absl::StatusOr<std::unique_ptr<LayerClient>> client = ConnectFromFlags(conn);
   if (!client.ok()) return ReportError("gradcheck", client.status(), false);
@@ -438,6 +491,25 @@ int RunGradCheck(const Args& args) {
     json.Key("rel_error").Number(r.rel_error());
     json.Key("max_abs_error").Number(r.max_abs_error());
     json.Key("worst_index").IntArray(worst);
+    // The input's shape, to show the checked elements as multi-indices;
+    // unknown only if the server reports an input the client did not send.
+    const auto input = p->tensors.find(r.input());
+    const std::vector<int64_t> shape = input == p->tensors.end()
+                                           ? std::vector<int64_t>{}
+                                           : input->second.shape();
+    const int64_t elements = input == p->tensors.end()
+                                 ? r.checked_indices_size()
+                                 : input->second.size();
+    const std::vector<int64_t> checked(r.checked_indices().begin(),
+                                       r.checked_indices().end());
+    if (num_checks > 0) {
+      // Empty checked_indices: every element was checked.
+      json.Key("num_checked")
+          .Int(checked.empty() ? elements
+                               : static_cast<int64_t>(checked.size()));
+      json.Key("num_elements").Int(elements);
+      json.Key("checked_indices").IntArray(checked);
+    }
     if (max_rel_error > 0) json.Key("pass").Bool(ok);
     if (!out_dir.empty()) {
       for (const auto& [suffix, proto] :
@@ -464,6 +536,9 @@ int RunGradCheck(const Args& args) {
                   << " (<= " << PyRepr(max_rel_error) << ")";
       }
       std::cout << "\n";
+      if (num_checks > 0) {
+        std::cout << "  " << CheckedLine(checked, elements, shape) << "\n";
+      }
     }
   }
   json.EndArray();

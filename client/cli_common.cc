@@ -1,12 +1,18 @@
 #include "client/cli_common.h"
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <limits>
+#include <sstream>
 #include <system_error>
+#include <tuple>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -30,6 +36,65 @@ std::string KnownLayerNames() {
 bool Uses(const LayerDef& def, ParamKind kind) {
   return std::find(def.params.begin(), def.params.end(), kind) !=
          def.params.end();
+}
+
+// The contents of a file a flag names (PEM files and tokens: small).
+absl::StatusOr<std::string> ReadSmallFile(absl::string_view flag,
+                                          const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--", flag, ": cannot read '", path, "': ", std::strerror(errno)));
+  }
+  std::stringstream contents;
+  contents << in.rdbuf();
+  if (in.bad()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, ": cannot read '", path, "'"));
+  }
+  return contents.str();
+}
+
+// Why a call found no server, as far as the message tells: gRPC reports a
+// failed TLS handshake, and a TLS server hanging up on a plaintext client
+// (or an mTLS server on a client without a certificate), as UNAVAILABLE.
+std::string UnavailableHint(const ConnectionFlags& c,
+                            absl::string_view message) {
+  const bool tls = c.tls || !c.tls_ca.empty() || !c.tls_cert.empty() ||
+                   !c.tls_server_name.empty();
+  if (absl::StrContains(message, "is not in peer certificate")) {
+    return " (the server's certificate is for another name: see "
+           "--tls_server_name)";
+  }
+  if (absl::StrContains(message, "certificate verify failed")) {
+    return c.tls_ca.empty()
+               ? " (the server's certificate is not signed by a system CA: "
+                 "give its CA with --tls_ca)"
+               : " (the server's certificate is not signed by --tls_ca)";
+  }
+  if (absl::StrContains(message, "wrong version number")) {
+    return " (the server does not speak TLS: drop the --tls flags)";
+  }
+  if (absl::StrContains(message, "andshake") ||
+      absl::StrContains(message, "SSL")) {
+    return " (TLS handshake failed: see --tls_ca, --tls_cert, --tls_key)";
+  }
+  // Nothing listens there (or the name does not resolve): TLS is not it.
+  if (absl::StrContains(message, "Connection refused") ||
+      absl::StrContains(message, "DNS") ||
+      absl::StrContains(message, "resolution")) {
+    return absl::StrCat(" (is layerserve running at ", c.server,
+                        "? see --server)");
+  }
+  if (!tls) {
+    return absl::StrCat(" (is layerserve running at ", c.server,
+                        "? see --server; a TLS server needs --tls or "
+                        "--tls_ca)");
+  }
+  return absl::StrCat(" (is layerserve running at ", c.server,
+                      " with TLS? see --server; a server with "
+                      "--tls_client_ca also needs --tls_cert and --tls_key",
+                      c.tls_cert.empty() ? "" : " from a CA it trusts", ")");
 }
 
 absl::Status CheckInt32(absl::string_view flag, int64_t v) {
@@ -58,13 +123,51 @@ std::optional<int> ParseFlags(FlagSet& flags,
 void AddConnectionFlags(FlagSet& flags, ConnectionFlags& values,
                         absl::Duration timeout) {
   values.timeout = timeout;
+  flags.StartGroup("connection flags (every command)");
   flags.String("server", &values.server, "layerserve address, HOST:PORT");
   flags.Duration("timeout", &values.timeout,
                  "deadline of each RPC (e.g. 30s, 500ms)");
   flags.Bool("json", &values.json, "print one JSON object on stdout");
+  flags.Bool("tls", &values.tls,
+             "connect with TLS, checking the server's certificate against "
+             "the system's CAs (implied by the other --tls_* flags)");
+  flags.String("tls_ca", &values.tls_ca,
+               "PEM file of the CA(s) that signed the server's certificate "
+               "(for a private CA; implies --tls)");
+  flags.SetValueName("tls_ca", "FILE");
+  flags.String("tls_cert", &values.tls_cert,
+               "PEM file of this client's certificate (chain), for servers "
+               "that require one (mutual TLS); needs --tls_key");
+  flags.SetValueName("tls_cert", "FILE");
+  flags.String("tls_key", &values.tls_key,
+               "PEM file of the private key of --tls_cert");
+  flags.SetValueName("tls_key", "FILE");
+  flags.String("tls_server_name", &values.tls_server_name,
+               "check the server's certificate for this name instead of "
+               "--server's host (e.g. when connecting by IP address)");
+  flags.SetValueName("tls_server_name", "NAME");
+  flags.String("auth_token_file", &values.auth_token_file,
+               "file holding the server's bearer token (surrounding "
+               "whitespace is ignored); sent as 'authorization: Bearer' on "
+               "every call. A file, so that the token stays out of shell "
+               "history and `ps`");
+  flags.SetValueName("auth_token_file", "FILE");
+  flags.StartGroup("");
+  flags.AddSection(
+      "secure connections (the same flags for every command)",
+      "  layerctl health --server localhost:50051 --tls_ca ca.pem \\\n"
+      "      --tls_cert client.pem --tls_key client.key "
+      "--auth_token_file token.txt\n"
+      "  TLS against a private CA, with a client certificate (for a server "
+      "run with\n"
+      "  --tls_client_ca) and a bearer token (the server's "
+      "--auth_token_file). A server\n"
+      "  whose certificate comes from a public CA needs only --tls. health "
+      "needs no\n"
+      "  token; the other commands do when the server has one.");
 }
 
-absl::StatusOr<std::unique_ptr<LayerClient>> ConnectFromFlags(
+absl::StatusOr<ClientOptions> ClientOptionsFromFlags(
     const ConnectionFlags& flags) {
   const std::string& target = flags.server;
   const bool uri =
@@ -81,9 +184,56 @@ absl::StatusOr<std::unique_ptr<LayerClient>> ConnectFromFlags(
           kDefaultServer, "), got '", target, "'"));
     }
   }
+  if (flags.tls_cert.empty() != flags.tls_key.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--tls_cert and --tls_key: give both (the client certificate and its "
+        "private key, for mutual TLS) or neither; got only --",
+        flags.tls_cert.empty() ? "tls_key" : "tls_cert"));
+  }
   ClientOptions options;
   options.target = target;
   options.timeout = flags.timeout;
+  options.tls = flags.tls;
+  options.tls_server_name = flags.tls_server_name;
+  // Read here rather than by the client library, so that the error names
+  // the flag; passed on as PEM text.
+  for (const auto& [flag, path, field] :
+       {std::tuple<const char*, const std::string*, std::string*>{
+            "tls_ca", &flags.tls_ca, &options.tls_ca},
+        {"tls_cert", &flags.tls_cert, &options.tls_cert},
+        {"tls_key", &flags.tls_key, &options.tls_key}}) {
+    if (path->empty()) continue;
+    LS_ASSIGN_OR_RETURN(*field, ReadSmallFile(flag, *path));
+    if (!absl::StrContains(*field, "-----BEGIN")) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", flag, ": '", *path,
+                       "' is not a PEM file (no -----BEGIN line)"));
+    }
+  }
+  if (!flags.auth_token_file.empty()) {
+    LS_ASSIGN_OR_RETURN(std::string text, ReadSmallFile("auth_token_file",
+                                                        flags.auth_token_file));
+    const absl::string_view token = absl::StripAsciiWhitespace(text);
+    if (token.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--auth_token_file: '", flags.auth_token_file, "' is empty"));
+    }
+    for (char c : token) {
+      if (c < 0x21 || c > 0x7e) {
+        // The token itself stays out of the message.
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--auth_token_file: the token in '", flags.auth_token_file,
+            "' must be one word of printable ASCII"));
+      }
+    }
+    options.auth_token = std::string(token);
+  }
+  return options;
+}
+
+absl::StatusOr<std::unique_ptr<LayerClient>> ConnectFromFlags(
+    const ConnectionFlags& flags) {
+  LS_ASSIGN_OR_RETURN(ClientOptions options, ClientOptionsFromFlags(flags));
   return LayerClient::Connect(options);
 }
 
@@ -336,8 +486,14 @@ int ReportError(absl::string_view command, const absl::Status& status,
                     message);
     if (connection != nullptr &&
         status.code() == absl::StatusCode::kUnavailable) {
-      absl::StrAppend(&line, " (is layerserve running at ", connection->server,
-                      "? see --server)");
+      absl::StrAppend(&line, UnavailableHint(*connection, message));
+    }
+    if (connection != nullptr &&
+        status.code() == absl::StatusCode::kUnauthenticated) {
+      absl::StrAppend(&line,
+                      connection->auth_token_file.empty()
+                          ? " (give the server's token with --auth_token_file)"
+                          : " (see --auth_token_file)");
     }
     if (connection != nullptr &&
         status.code() == absl::StatusCode::kDeadlineExceeded) {

@@ -1,7 +1,7 @@
 // What every layerctl subcommand shares: exit codes, the connection flags
-// (--server, --timeout, --json), the layer flags (--layer, --stride, ...),
-// turning positional `name=spec` arguments into request tensors, and
-// printing a failure as one line on stderr.
+// (--server, --timeout, --json, and the TLS and token flags), the layer flags
+// (--layer, --stride, ...), turning positional `name=spec` arguments into
+// request tensors, and printing a failure as one line on stderr.
 //
 // Thread-safety: the functions are meant for the main thread of the CLI
 // (they write to stdout/stderr); nothing here has shared state.
@@ -46,6 +46,15 @@ struct ConnectionFlags {
   std::string server = kDefaultServer;
   absl::Duration timeout = absl::Seconds(60);
   bool json = false;
+  // One to one onto ClientOptions (client/client.h), except that the token
+  // is read from a file: on the command line it would show in `ps` and in
+  // shell history.
+  bool tls = false;
+  std::string tls_ca;
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_server_name;
+  std::string auth_token_file;
 };
 // Parses the command line of `command`: nullopt to go on, or the exit code
 // to return right away (0 after printing --help to stdout, kExitUsage after
@@ -54,12 +63,22 @@ std::optional<int> ParseFlags(FlagSet& flags,
                               const std::vector<std::string>& args,
                               absl::string_view command);
 
-// Registers --server, --timeout (with `timeout` as its default) and --json.
+// Registers --server, --timeout (with `timeout` as its default), --json,
+// --tls, --tls_ca, --tls_cert, --tls_key, --tls_server_name and
+// --auth_token_file, and a "secure connections" help section with examples.
 void AddConnectionFlags(FlagSet& flags, ConnectionFlags& values,
                         absl::Duration timeout);
 
-// Checks --server (HOST:PORT with a port in 1..65535, or a gRPC URI such as
-// unix:PATH or dns:///HOST:PORT) and creates the channel (no I/O yet).
+// The ClientOptions the connection flags ask for: checks --server
+// (HOST:PORT with a port in 1..65535, or a gRPC URI such as unix:PATH or
+// dns:///HOST:PORT), that --tls_cert and --tls_key come together, that the
+// TLS files can be read, and reads the token from --auth_token_file
+// (surrounding whitespace trimmed; the token itself never appears in an
+// error). INVALID_ARGUMENT naming the flag otherwise.
+absl::StatusOr<ClientOptions> ClientOptionsFromFlags(
+    const ConnectionFlags& flags);
+
+// ClientOptionsFromFlags, then the channel (no I/O yet).
 absl::StatusOr<std::unique_ptr<LayerClient>> ConnectFromFlags(
     const ConnectionFlags& flags);
 
@@ -125,7 +144,8 @@ void InputsToProto(TensorMap& tensors, const std::vector<std::string>& extra,
                    google::protobuf::Map<std::string, v1::Tensor>* proto);
 
 // Prints "layerctl CMD: message" as one line on stderr (newlines in the
-// message are folded) with a hint for an unreachable server, and returns
+// message are folded) with a hint naming the flag to look at for an
+// unreachable server, a refused TLS handshake or a missing token, and returns
 // the exit code for `status`: kExitUsage for errors found before sending,
 // kExitRpc otherwise (`from_rpc`).
 int ReportError(absl::string_view command, const absl::Status& status,

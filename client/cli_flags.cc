@@ -1,5 +1,6 @@
 #include "client/cli_flags.h"
 
+#include <algorithm>
 #include <cassert>
 #include <cmath>
 #include <utility>
@@ -39,7 +40,21 @@ void FlagSet::Add(absl::string_view name, Kind kind, void* value,
                   absl::string_view help, std::string default_text) {
   assert(Find(name) == nullptr);
   flags_.push_back(Flag{std::string(name), kind, value, std::string(help),
-                        std::move(default_text)});
+                        std::move(default_text), "", group_});
+}
+
+void FlagSet::SetValueName(absl::string_view name, absl::string_view text) {
+  Flag* flag = Find(name);
+  assert(flag != nullptr);
+  if (flag != nullptr) flag->value_name = std::string(text);
+}
+
+void FlagSet::StartGroup(absl::string_view title) {
+  group_ = std::string(title);
+}
+
+void FlagSet::AddSection(absl::string_view title, absl::string_view text) {
+  sections_.emplace_back(std::string(title), std::string(text));
 }
 
 void FlagSet::String(absl::string_view name, std::string* value,
@@ -213,8 +228,34 @@ std::string FlagSet::Help() const {
   std::string out = absl::StrCat(
       "usage: ", command_, " [flags]", positional_synopsis_.empty() ? "" : " ",
       positional_synopsis_, "\n\n", summary_, "\n\nflags:\n");
+  // The command's own flags first, then each group in order of appearance.
+  std::vector<std::string> groups = {""};
   for (const Flag& f : flags_) {
-    std::string lhs = absl::StrCat("  --", f.name);
+    if (std::find(groups.begin(), groups.end(), f.group) == groups.end()) {
+      groups.push_back(f.group);
+    }
+  }
+  for (const std::string& group : groups) {
+    if (!group.empty()) absl::StrAppend(&out, "\n", group, ":\n");
+    for (const Flag& f : flags_) {
+      if (f.group == group) AppendFlagHelp(f, out);
+    }
+    if (group.empty()) {
+      absl::StrAppend(&out, "  --help                  this text\n");
+    }
+  }
+  if (!example_.empty()) absl::StrAppend(&out, "\nexample:\n", example_, "\n");
+  for (const auto& [title, text] : sections_) {
+    absl::StrAppend(&out, "\n", title, ":\n", text, "\n");
+  }
+  return out;
+}
+
+void FlagSet::AppendFlagHelp(const Flag& f, std::string& out) {
+  std::string lhs = absl::StrCat("  --", f.name);
+  if (!f.value_name.empty()) {
+    absl::StrAppend(&lhs, "=", f.value_name);
+  } else {
     switch (f.kind) {
       case Kind::kString:
         absl::StrAppend(&lhs, "=STRING");
@@ -232,19 +273,16 @@ std::string FlagSet::Help() const {
       case Kind::kBool:
         break;
     }
-    std::string text = f.help;
-    if (!f.default_text.empty()) {
-      absl::StrAppend(&text, " (default ", f.default_text, ")");
-    }
-    absl::StrAppend(&out, absl::StrFormat("%-*s", kHelpIndent, lhs));
-    if (lhs.size() >= kHelpIndent) {
-      absl::StrAppend(&out, "\n", std::string(kHelpIndent, ' '));
-    }
-    absl::StrAppend(&out, Wrap(text), "\n");
   }
-  absl::StrAppend(&out, "  --help                  this text\n");
-  if (!example_.empty()) absl::StrAppend(&out, "\nexample:\n", example_, "\n");
-  return out;
+  std::string text = f.help;
+  if (!f.default_text.empty()) {
+    absl::StrAppend(&text, " (default ", f.default_text, ")");
+  }
+  absl::StrAppend(&out, absl::StrFormat("%-*s", kHelpIndent, lhs));
+  if (lhs.size() >= kHelpIndent) {
+    absl::StrAppend(&out, "\n", std::string(kHelpIndent, ' '));
+  }
+  absl::StrAppend(&out, Wrap(text), "\n");
 }
 
 }  // namespace layerserve::client

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -46,6 +47,9 @@ class FlagSet {
   // flags whose default is not the bound variable's value, e.g. "none" or
   // "the server's". Empty shows none.
   void SetDefaultText(absl::string_view name, absl::string_view text);
+  // What --help shows after "--name=" instead of the kind's STRING, N, ...,
+  // e.g. "FILE".
+  void SetValueName(absl::string_view name, absl::string_view text);
 
   enum class Outcome { kRun, kHelp };
   // Parses `args` (the words after the subcommand). kHelp when --help or -h
@@ -58,7 +62,16 @@ class FlagSet {
   bool IsSet(absl::string_view name) const;
   const std::vector<std::string>& positional() const { return positional_; }
 
-  // Usage text: synopsis, summary, flags with defaults, example.
+  // Flags registered after this call are listed in --help under `title`,
+  // after the command's own flags ("" goes back to those): shared groups
+  // such as the connection flags stay together in every command's help.
+  void StartGroup(absl::string_view title);
+  // A titled block --help shows after the example, e.g. more examples that
+  // belong to a flag group.
+  void AddSection(absl::string_view title, absl::string_view text);
+
+  // Usage text: synopsis, summary, the command's flags with defaults, the
+  // flag groups, example, sections.
   std::string Help() const;
   const std::string& command() const { return command_; }
 
@@ -70,11 +83,15 @@ class FlagSet {
     void* value;
     std::string help;
     std::string default_text;
+    std::string value_name;  // "": from the kind
+    std::string group;       // "": the command's own
     bool set = false;
   };
   void Add(absl::string_view name, Kind kind, void* value,
            absl::string_view help, std::string default_text);
   Flag* Find(absl::string_view name);
+  // One flag's lines of Help().
+  static void AppendFlagHelp(const Flag& flag, std::string& out);
   absl::Status SetValue(Flag& flag, absl::string_view text);
 
   std::string command_;
@@ -82,6 +99,8 @@ class FlagSet {
   std::string positional_synopsis_;
   std::string example_;
   std::vector<Flag> flags_;
+  std::string group_;
+  std::vector<std::pair<std::string, std::string>> sections_;
   std::vector<std::string> positional_;
 };
 

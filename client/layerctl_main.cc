@@ -28,13 +28,17 @@ constexpr char kUsage[] =
     "  bench      load generator: req/s and latency percentiles\n"
     "\n"
     "Every command takes --server HOST:PORT (default 127.0.0.1:50051),\n"
-    "--timeout, --json and --help (with an example).\n"
+    "--timeout, --json and --help (with an example), and for a secured\n"
+    "server --tls or --tls_ca FILE, --tls_cert FILE and --tls_key FILE\n"
+    "(mutual TLS), --tls_server_name NAME and --auth_token_file FILE.\n"
     "Exit codes: 0 ok, 1 a check failed, 2 bad command line or input file,\n"
     "3 the RPC failed (server down, deadline, request rejected).\n"
     "\n"
     "example:\n"
     "  layerctl forward --layer conv --stride 2 --pad 1 \\\n"
-    "      x=randn:2,3,8,8 w=randn:4,3,3,3 b=zeros:4 --out /tmp/out\n";
+    "      x=randn:2,3,8,8 w=randn:4,3,3,3 b=zeros:4 --out /tmp/out\n"
+    "  layerctl list --server localhost:50051 --tls_ca ca.pem \\\n"
+    "      --auth_token_file token.txt\n";
 
 // gRPC's own log lines (e.g. a failed DNS lookup) would break the promise
 // of one readable error line; they stay on when GRPC_VERBOSITY asks.

@@ -1,12 +1,21 @@
-// layerserve: the LayerService gRPC server. Flags only; the work is in
-// RunServer (server/server.h).
+// layerserve: the LayerService gRPC server. Flags and --help only; the work
+// is in RunServer (server/server.h).
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <string>
+#include <vector>
 
+#include "absl/flags/commandlineflag.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "server/server.h"
 
@@ -50,9 +59,96 @@ ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
           "they are cancelled");
 ABSL_FLAG(bool, log_calls, true, "one line per call on stderr");
 
+namespace {
+
+constexpr char kUsage[] =
+    "usage: layerserve [flags]\n"
+    "\n"
+    "Serves layerserve.v1.LayerService (CNN layers: forward, backward, "
+    "gradient\n"
+    "checks, naive vs fast), grpc.health.v1 and server reflection over "
+    "gRPC.\n"
+    "Prints 'listening on HOST:PORT' on stdout once it accepts calls, and one "
+    "line\n"
+    "per call on stderr. SIGINT/SIGTERM stop it gracefully "
+    "(--shutdown_grace).\n"
+    "\n"
+    "examples:\n"
+    "  layerserve --address 127.0.0.1:50051\n"
+    "  layerserve --address 0.0.0.0:50051 --tls_cert server.pem \\\n"
+    "      --tls_key server.key --tls_client_ca client-ca.pem \\\n"
+    "      --auth_token_file token.txt\n"
+    "  TLS, client certificates required (mutual TLS), and a bearer token "
+    "for\n"
+    "  LayerService calls (health and reflection stay open). The client: "
+    "layerctl\n"
+    "  with --tls_ca, --tls_cert, --tls_key, --auth_token_file.";
+
+// Whether `filename` (as Abseil records it) is this file: its flags are the
+// ones --help lists. Abseil's default only matches files named like the
+// program (layerserve.cc, layerserve_main.cc).
+bool IsServerMain(absl::string_view filename) {
+  return absl::EndsWith(filename, "server/main.cc");
+}
+
+// Word-wraps `text` to 80 columns, each line indented by `indent`.
+std::string Wrap(absl::string_view text, size_t indent) {
+  std::string out(indent, ' ');
+  size_t col = indent;
+  for (absl::string_view word : absl::StrSplit(text, ' ', absl::SkipEmpty())) {
+    if (col > indent && col + 1 + word.size() > 80) {
+      absl::StrAppend(&out, "\n", std::string(indent, ' '));
+      col = indent;
+    } else if (col > indent) {
+      out += ' ';
+      ++col;
+    }
+    absl::StrAppend(&out, word);
+    col += word.size();
+  }
+  return out;
+}
+
+// --help: the usage text and this file's flags. Abseil's own --help exits
+// with status 1, which scripts and tests read as a failure.
+void PrintHelp() {
+  std::vector<absl::CommandLineFlag*> flags;
+  for (const auto& [name, flag] : absl::GetAllFlags()) {
+    if (IsServerMain(flag->Filename())) flags.push_back(flag);
+  }
+  std::sort(flags.begin(), flags.end(),
+            [](const auto* a, const auto* b) { return a->Name() < b->Name(); });
+  std::string out = absl::StrCat(kUsage, "\n\nflags:\n");
+  for (const absl::CommandLineFlag* flag : flags) {
+    const std::string value = flag->DefaultValue();
+    const std::string shown =
+        flag->IsOfType<std::string>() ? absl::StrCat("\"", value, "\"") : value;
+    absl::StrAppend(&out, "  --", flag->Name(), " (default: ", shown, ")\n",
+                    Wrap(flag->Help(), 6), "\n");
+  }
+  absl::StrAppend(&out,
+                  "  --help\n      this text; --helpfull also lists "
+                  "Abseil's own flags\n");
+  std::fputs(out.c_str(), stdout);
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
-      "layerserve --address=HOST:PORT: serves layerserve.v1.LayerService");
+  absl::FlagsUsageConfig usage_config;
+  usage_config.contains_help_flags = IsServerMain;
+  usage_config.contains_helpshort_flags = IsServerMain;
+  absl::SetFlagsUsageConfig(usage_config);
+  absl::SetProgramUsageMessage(kUsage);
+  for (int i = 1; i < argc; ++i) {
+    const absl::string_view arg = argv[i];
+    if (arg == "--") break;
+    if (arg == "--help" || arg == "-help" || arg == "-h" ||
+        arg == "--helpshort" || arg == "-helpshort") {
+      PrintHelp();
+      return 0;
+    }
+  }
   absl::ParseCommandLine(argc, argv);
   layerserve::server::ServerOptions options;
   options.address = absl::GetFlag(FLAGS_address);

@@ -17,6 +17,11 @@ module; put that directory on PYTHONPATH:
                     conv_param={"stride": 1, "pad": 0})["out"]
     print(out)'
 
+A secured server (TLS, mutual TLS, a bearer token):
+
+    c = lc.Client("localhost:50051", tls_ca="ca.pem", tls_cert="client.pem",
+                  tls_key="client.key", auth_token=open("token").read().strip())
+
 Class labels (a loss's ``y``) are numpy int64 arrays and travel as INT64
 tensors; batchnorm and dropout take the course's dicts:
 
@@ -187,16 +192,75 @@ _bn_param = bn_param
 _dropout_param = dropout_param
 
 
+def _pem(value, name):
+    """PEM bytes from PEM text (str or bytes starting with -----BEGIN) or
+    from the file a path names; ValueError naming the argument if it cannot
+    be read."""
+    if value is None:
+        return None
+    if isinstance(value, bytes) and value.lstrip().startswith(b"-----BEGIN"):
+        return value
+    if isinstance(value, str) and value.lstrip().startswith("-----BEGIN"):
+        return value.encode("ascii")
+    try:
+        with open(value, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ValueError(f"{name}: cannot read {value!r}: {e.strerror}") \
+            from None
+
+
 class Client:
-    """LayerService over an insecure channel to ``address`` (HOST:PORT)."""
+    """LayerService over a channel to ``address`` (HOST:PORT).
+
+    Plaintext by default. TLS when ``tls`` is true or any of ``tls_ca``,
+    ``tls_cert``, ``tls_server_name`` is given:
+
+    - ``tls_ca``: the CA(s) that signed the server's certificate (a PEM file
+      path, or PEM text); None: the system's roots.
+    - ``tls_cert``, ``tls_key``: this client's certificate chain and private
+      key, for a server run with --tls_client_ca (mutual TLS). Both or
+      neither.
+    - ``tls_server_name``: check the server's certificate for this name
+      instead of the address's host (e.g. when connecting by IP).
+
+    ``auth_token``: the server's bearer token (its --auth_token_file), sent
+    as ``authorization: Bearer <token>`` on every call.
+    """
 
     def __init__(self, address="127.0.0.1:50051", timeout=60.0,
-                 max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES):
+                 max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES, tls=False,
+                 tls_ca=None, tls_cert=None, tls_key=None,
+                 tls_server_name=None, auth_token=None):
+        if (tls_cert is None) != (tls_key is None):
+            raise ValueError("tls_cert and tls_key: give both (a client "
+                             "certificate for mutual TLS) or neither")
         self.timeout = timeout
-        self.channel = grpc.insecure_channel(address, options=[
+        self._metadata = None
+        if auth_token is not None:
+            if (not isinstance(auth_token, str) or not auth_token or
+                    any(not "\x21" <= c <= "\x7e" for c in auth_token)):
+                # The token itself stays out of the message.
+                raise ValueError("auth_token: must be a non-empty str of "
+                                 "printable ASCII without spaces")
+            self._metadata = (("authorization", f"Bearer {auth_token}"),)
+        options = [
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
-        ])
+        ]
+        if tls or tls_ca is not None or tls_cert is not None or \
+                tls_server_name is not None:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=_pem(tls_ca, "tls_ca"),
+                private_key=_pem(tls_key, "tls_key"),
+                certificate_chain=_pem(tls_cert, "tls_cert"))
+            if tls_server_name is not None:
+                options.append(("grpc.ssl_target_name_override",
+                                tls_server_name))
+            self.channel = grpc.secure_channel(address, credentials,
+                                               options=options)
+        else:
+            self.channel = grpc.insecure_channel(address, options=options)
         self.stub = pb_grpc.LayerServiceStub(self.channel)
 
     def close(self):
@@ -210,7 +274,8 @@ class Client:
 
     def _call(self, method, request):
         try:
-            return method(request, timeout=self.timeout)
+            return method(request, timeout=self.timeout,
+                          metadata=self._metadata)
         except grpc.RpcError as e:
             raise LayerServeError(e.code(), e.details()) from None
 
@@ -243,17 +308,36 @@ class Client:
 
     def gradcheck(self, layer, inputs, dout=None, impl="fast", seed=0,
                   conv_param=None, pool_param=None, bn_param=None,
-                  dropout_param=None):
-        """Returns {"x": rel_error, ...}, one per differentiable input."""
+                  dropout_param=None, num_checks=0, details=False):
+        """Returns {"x": rel_error, ...}, one per differentiable input.
+
+        ``num_checks=K`` (> 0) is sampled mode (cs231n's grad_check_sparse):
+        the server checks K random elements of each input (from ``seed``)
+        instead of all of them; an input with at most K elements is checked
+        whole. ``details=True`` returns, per input, a dict with "rel_error",
+        "max_abs_error", "worst_index" (a tuple) and "checked_indices": the
+        flat (C-order) indices checked in sampled mode, an int64 array that
+        is empty when every element was checked
+        (``np.unravel_index(d["checked_indices"], x.shape)`` gives the
+        multi-indices).
+        """
         req = pb.GradCheckRequest(layer=layer_spec(layer, conv_param,
                                                    pool_param, bn_param,
                                                    dropout_param),
-                                  implementation=_IMPLS[impl], seed=seed)
+                                  implementation=_IMPLS[impl], seed=seed,
+                                  num_checks=num_checks)
         if dout is not None:
             req.dout.CopyFrom(to_tensor(dout))
         to_tensor_map(inputs, req.inputs)
         resp = self._call(self.stub.GradCheck, req)
-        return {r.input: r.rel_error for r in resp.results}
+        if not details:
+            return {r.input: r.rel_error for r in resp.results}
+        return {r.input: {"rel_error": r.rel_error,
+                          "max_abs_error": r.max_abs_error,
+                          "worst_index": tuple(r.worst_index),
+                          "checked_indices": np.array(r.checked_indices,
+                                                      dtype=np.int64)}
+                for r in resp.results}
 
     def compare(self, layer, inputs, dout=None, seed=0, repeats=1,
                 conv_param=None, pool_param=None, bn_param=None,

@@ -1,6 +1,9 @@
 // layerctl's building blocks without a server: flag parsing, Python-style
 // float printing (checked against Python itself), JSON output, layer flags.
+#include <unistd.h>
+
 #include <cmath>
+#include <fstream>
 #include <limits>
 #include <string>
 #include <vector>
@@ -101,6 +104,112 @@ TEST(FlagSetTest, HelpShowsDefaultsAndExample) {
   for (absl::string_view line : absl::StrSplit(help, '\n')) {
     EXPECT_LE(line.size(), 80u) << line;
   }
+}
+
+TEST(FlagSetTest, GroupsFollowTheCommandsFlagsAndSectionsTheExample) {
+  std::string server, layer;
+  bool tls = false;
+  FlagSet flags("layerctl forward", "summary", "", "  layerctl forward x");
+  flags.StartGroup("connection flags (every command)");
+  flags.String("server", &server, "address");
+  flags.Bool("tls", &tls, "use TLS");
+  flags.StartGroup("");
+  flags.String("layer", &layer, "layer name");
+  flags.SetValueName("layer", "NAME");
+  flags.AddSection("secure connections", "  layerctl health --tls");
+  const std::string help = flags.Help();
+  const size_t layer_at = help.find("  --layer=NAME ");
+  const size_t own_help = help.find("  --help ");
+  const size_t group = help.find("\nconnection flags (every command):\n");
+  const size_t server_at = help.find("  --server=STRING ");
+  const size_t example = help.find("\nexample:\n  layerctl forward x\n");
+  const size_t section =
+      help.find("\nsecure connections:\n  layerctl health --tls\n");
+  for (size_t at : {layer_at, own_help, group, server_at, example, section}) {
+    ASSERT_NE(at, std::string::npos) << help;
+  }
+  EXPECT_LT(layer_at, own_help);
+  EXPECT_LT(own_help, group);
+  EXPECT_LT(group, server_at);
+  EXPECT_LT(server_at, example);
+  EXPECT_LT(example, section);
+}
+
+// A file in the test's temp dir holding `text`; its path.
+std::string TempFile(const std::string& name, const std::string& text) {
+  const std::string path =
+      absl::StrCat(::testing::TempDir(), "cli_unit_", getpid(), "_", name);
+  std::ofstream(path, std::ios::binary) << text;
+  return path;
+}
+
+constexpr char kPem[] =
+    "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+TEST(ConnectionFlagsTest, MapOneToOneOntoClientOptions) {
+  ConnectionFlags flags;
+  flags.server = "localhost:7000";
+  flags.timeout = absl::Seconds(3);
+  flags.tls = true;
+  flags.tls_ca = TempFile("ca.pem", kPem);
+  flags.tls_cert = TempFile("cert.pem", absl::StrCat(kPem, "chain"));
+  flags.tls_key = TempFile("key.pem", "-----BEGIN PRIVATE KEY-----\nk\n");
+  flags.tls_server_name = "server.example";
+  flags.auth_token_file = TempFile("token", " \n\tT0ken-_.~+/=\r\n");
+  absl::StatusOr<ClientOptions> o = ClientOptionsFromFlags(flags);
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->target, "localhost:7000");
+  EXPECT_EQ(o->timeout, absl::Seconds(3));
+  EXPECT_TRUE(o->tls);
+  // The files' contents, as PEM text.
+  EXPECT_EQ(o->tls_ca, kPem);
+  EXPECT_EQ(o->tls_cert, absl::StrCat(kPem, "chain"));
+  EXPECT_EQ(o->tls_key, "-----BEGIN PRIVATE KEY-----\nk\n");
+  EXPECT_EQ(o->tls_server_name, "server.example");
+  EXPECT_EQ(o->auth_token, "T0ken-_.~+/=");  // whitespace trimmed
+
+  // Nothing given: plaintext, no token.
+  o = ClientOptionsFromFlags(ConnectionFlags());
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_FALSE(o->tls);
+  EXPECT_EQ(o->tls_ca, "");
+  EXPECT_EQ(o->tls_cert, "");
+  EXPECT_EQ(o->auth_token, "");
+}
+
+TEST(ConnectionFlagsTest, ErrorsNameTheFlagAndNeverShowTheToken) {
+  auto error = [](const ConnectionFlags& f) {
+    absl::StatusOr<ClientOptions> o = ClientOptionsFromFlags(f);
+    EXPECT_FALSE(o.ok());
+    EXPECT_EQ(o.status().code(), absl::StatusCode::kInvalidArgument);
+    return std::string(o.status().message());
+  };
+  ConnectionFlags f;
+  f.tls_cert = TempFile("c.pem", kPem);
+  EXPECT_THAT(error(f), HasSubstr("--tls_cert and --tls_key: give both"));
+  EXPECT_THAT(error(f), HasSubstr("got only --tls_cert"));
+  f = ConnectionFlags();
+  f.tls_key = TempFile("k.pem", kPem);
+  EXPECT_THAT(error(f), HasSubstr("got only --tls_key"));
+
+  f = ConnectionFlags();
+  f.tls_ca = "/nonexistent/ca.pem";
+  EXPECT_THAT(error(f),
+              HasSubstr("--tls_ca: cannot read '/nonexistent/ca.pem': No such "
+                        "file or directory"));
+  f.tls_ca = TempFile("not_pem", "hello");
+  EXPECT_THAT(error(f), HasSubstr("is not a PEM file"));
+
+  f = ConnectionFlags();
+  f.auth_token_file = "/nonexistent/token";
+  EXPECT_THAT(error(f), HasSubstr("--auth_token_file: cannot read"));
+  f.auth_token_file = TempFile("blank", " \n\n");
+  EXPECT_THAT(error(f), HasSubstr("--auth_token_file: '" + f.auth_token_file +
+                                  "' is empty"));
+  f.auth_token_file = TempFile("spaced", "zq9sec zq9ret\n");
+  const std::string message = error(f);
+  EXPECT_THAT(message, HasSubstr("must be one word of printable ASCII"));
+  EXPECT_THAT(message, ::testing::Not(HasSubstr("zq9")));
 }
 
 TEST(DurationFlagTest, Forms) {

@@ -55,6 +55,10 @@ int Lines(const std::string& s) {
   return static_cast<int>(std::count(s.begin(), s.end(), '\n'));
 }
 
+// Exit `code`, nothing on stdout, one line on stderr holding `fragment`.
+void ExpectOneLineError(const RunResult& r, int code,
+                        const std::string& fragment);
+
 class LayerctlTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -285,6 +289,67 @@ TEST_F(LayerctlTest, GradCheckSeedCell) {
   EXPECT_EQ(r.exit_code, 1) << Describe(r);
   EXPECT_EQ(Py(r.out, "d['pass']"), "False");
   EXPECT_EQ(Py(r.out, "[x['input'] for x in d['results']]"), "['x', 'w', 'b']");
+}
+
+TEST_F(LayerctlTest, GradCheckSampledChecksKElementsPerInput) {
+  // x has 300 elements, w 54, b 2 (fewer than K: checked whole).
+  const std::vector<std::string> conv = {"--layer",         "conv",
+                                         "--pad",           "1",
+                                         "--num_checks",    "12",
+                                         "--seed",          "5",
+                                         "x=randn:4,3,5,5", "w=randn:2,3,3,3",
+                                         "b=randn:2"};
+  RunResult r = Layerctl("gradcheck", With(conv, {"--json"}));
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(Py(r.out, "[x['input'] for x in d['results']]"), "['x', 'w', 'b']");
+  EXPECT_EQ(Py(r.out, "[len(x['checked_indices']) for x in d['results']]"),
+            "[12, 12, 0]");
+  EXPECT_EQ(Py(r.out, "[x['num_checked'] for x in d['results']]"),
+            "[12, 12, 2]");
+  EXPECT_EQ(Py(r.out, "[x['num_elements'] for x in d['results']]"),
+            "[300, 54, 2]");
+  // Distinct, ascending, in range; the worst element is one of them.
+  EXPECT_EQ(Py(r.out,
+               "all(x['checked_indices'] == sorted(set(x['checked_indices'])) "
+               "and 0 <= min(x['checked_indices']) and "
+               "max(x['checked_indices']) < x['num_elements'] "
+               "for x in d['results'][:2])"),
+            "True");
+  EXPECT_EQ(Py(r.out,
+               "[__import__('numpy').ravel_multi_index(x['worst_index'], s) in "
+               "x['checked_indices'] for x, s in zip(d['results'][:2], "
+               "[(4, 3, 5, 5), (2, 3, 3, 3)])]"),
+            "[True, True]");
+  EXPECT_EQ(Py(r.out, "max(x['rel_error'] for x in d['results']) < 1e-6"),
+            "True");
+  const std::string first_x = Py(r.out, "d['results'][0]['checked_indices']");
+
+  // The text form: a count and the first indices as multi-indices.
+  r = Layerctl("gradcheck", conv);
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  const std::vector<std::string> lines = absl::StrSplit(r.out, '\n');
+  ASSERT_GE(lines.size(), 7u) << r.out;
+  EXPECT_THAT(lines[1], StartsWith("dx error:  "));
+  EXPECT_THAT(lines[2], StartsWith("  checked 12 of 300 elements: ("));
+  EXPECT_THAT(lines[2], EndsWith(", ... (7 more)"));
+  EXPECT_THAT(lines[4], StartsWith("  checked 12 of 54 elements: ("));
+  EXPECT_EQ(lines[6], "  checked all 2 elements");
+  // The first index shown is the first checked flat index, unraveled.
+  int64_t flat = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(
+      absl::StripSuffix(
+          absl::StripPrefix(first_x.substr(0, first_x.find(',')), "["), "]"),
+      &flat))
+      << first_x;
+  EXPECT_THAT(lines[2], HasSubstr(absl::StrCat(
+                            "elements: (", flat / 75, ", ", flat / 25 % 3, ", ",
+                            flat / 5 % 5, ", ", flat % 5, ")")));
+
+  // A negative K is a usage error.
+  ExpectOneLineError(
+      Layerctl("gradcheck",
+               {"--layer", "relu", "--num_checks", "-1", "x=randn:3"}),
+      2, "--num_checks: expected 0 (all elements) .. 2147483647, got -1");
 }
 
 TEST_F(LayerctlTest, CompareMaxPoolIsExact) {
@@ -615,6 +680,13 @@ TEST_F(LayerctlTest, ServerDownOrWrongAddress) {
   // the resolver is slow; either way exit 3 with one line.
   ExpectOneLineError(LayerctlRaw({"health", "--server", "host.invalid:50051"}),
                      3, "layerctl health: ");
+}
+
+TEST_F(LayerctlTest, TlsToAPlaintextServer) {
+  // gRPC says UNAVAILABLE, with OpenSSL's "wrong version number"; layerctl
+  // adds what to do.
+  ExpectOneLineError(Layerctl("health", {"--tls"}), 3,
+                     "(the server does not speak TLS: drop the --tls flags)");
 }
 
 TEST_F(LayerctlTest, ServerRejectionsAndDeadlines) {

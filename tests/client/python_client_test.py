@@ -3,12 +3,18 @@
 
 Run by ctest through with_server.sh, with PYTHONPATH set to the build tree's
 client/python (the generated stubs and the module):
-    python_client_test.py --server HOST:PORT --example PATH
+    python_client_test.py --server HOST:PORT --example PATH \
+        [--layerserve BINARY --make_certs SCRIPT]
+With --layerserve and --make_certs, SecureServerTest also starts its own
+server with TLS, mutual TLS and a bearer token, on throw-away certificates.
 """
 
 import argparse
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import unittest
 
 import grpc
@@ -154,6 +160,40 @@ class LiveServerTest(unittest.TestCase):
         for e in errors.values():
             self.assertLessEqual(e, 1e-7)
 
+    def test_sampled_gradcheck_reports_the_checked_indices(self):
+        rng = np.random.default_rng(6)
+        inputs = {"x": rng.standard_normal((2, 3, 5, 5)),
+                  "w": rng.standard_normal((2, 3, 3, 3)),
+                  "b": rng.standard_normal(2)}
+        conv = {"stride": 1, "pad": 1}
+        results = self.client.gradcheck("conv", inputs, impl="naive", seed=3,
+                                        conv_param=conv, num_checks=7,
+                                        details=True)
+        self.assertEqual(sorted(results), ["b", "w", "x"])
+        for name in ("x", "w"):
+            checked = results[name]["checked_indices"]
+            self.assertEqual(len(checked), 7, name)
+            self.assertEqual(len(set(checked.tolist())), 7, name)
+            self.assertTrue(np.all(np.diff(checked) > 0), name)  # ascending
+            self.assertTrue(np.all((0 <= checked) &
+                                   (checked < inputs[name].size)), name)
+            worst = np.ravel_multi_index(results[name]["worst_index"],
+                                         inputs[name].shape)
+            self.assertIn(worst, checked.tolist(), name)
+            self.assertLessEqual(results[name]["rel_error"], 1e-7, name)
+        # b has 2 elements, fewer than 7: checked whole.
+        self.assertEqual(len(results["b"]["checked_indices"]), 0)
+        # The same seed draws the same elements.
+        again = self.client.gradcheck("conv", inputs, impl="naive", seed=3,
+                                      conv_param=conv, num_checks=7,
+                                      details=True)
+        np.testing.assert_array_equal(again["x"]["checked_indices"],
+                                      results["x"]["checked_indices"])
+        # Without details: just the errors, as before.
+        errors = self.client.gradcheck("conv", inputs, impl="naive",
+                                       conv_param=conv, num_checks=7)
+        self.assertEqual(sorted(errors), ["b", "w", "x"])
+
     def test_compare(self):
         x = np.random.default_rng(2).standard_normal((2, 3, 8, 8))
         r = self.client.compare("max_pool", {"x": x}, repeats=1,
@@ -275,9 +315,134 @@ class LiveServerTest(unittest.TestCase):
         self.assertEqual(cm.exception.code, grpc.StatusCode.UNAVAILABLE)
 
 
+TOKEN = "py-t0ken_0123456789"
+
+
+class SecureServerTest(unittest.TestCase):
+    """TLS, mutual TLS and a bearer token against a server of its own."""
+
+    @classmethod
+    def setUpClass(cls):
+        if not ARGS.layerserve or not ARGS.make_certs:
+            raise unittest.SkipTest("needs --layerserve and --make_certs")
+        cls.dir = tempfile.mkdtemp(prefix="layerserve-py-tls-")
+        subprocess.run(["bash", ARGS.make_certs, cls.dir], check=True,
+                       timeout=60)
+        with open(cls.path("token"), "w") as f:
+            f.write(f"\n {TOKEN}  \n")  # the server trims it
+        cls.log = open(cls.path("log"), "w")
+        cls.server = subprocess.Popen(
+            [ARGS.layerserve, "--address=127.0.0.1:0",
+             "--tls_cert=" + cls.path("server.pem"),
+             "--tls_key=" + cls.path("server.key"),
+             "--tls_client_ca=" + cls.path("ca.pem"),
+             "--auth_token_file=" + cls.path("token")],
+            stdout=subprocess.PIPE, stderr=cls.log, text=True)
+        line = cls.server.stdout.readline().strip()
+        if not line.startswith("listening on 127.0.0.1:"):
+            cls.tearDownClass()
+            raise AssertionError(f"layerserve said {line!r}")
+        cls.port = line.rsplit(":", 1)[1]
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.terminate()
+        cls.server.wait(timeout=60)
+        cls.server.stdout.close()
+        cls.log.close()
+        shutil.rmtree(cls.dir, ignore_errors=True)
+
+    @classmethod
+    def path(cls, name):
+        return os.path.join(cls.dir, name)
+
+    def client(self, host="localhost", **kwargs):
+        return lc.Client(f"{host}:{self.port}", timeout=20, **kwargs)
+
+    def full(self, **overrides):
+        """Keyword arguments with everything right, then `overrides`."""
+        kwargs = {"tls_ca": self.path("ca.pem"),
+                  "tls_cert": self.path("client.pem"),
+                  "tls_key": self.path("client.key"), "auth_token": TOKEN}
+        kwargs.update(overrides)
+        return {k: v for k, v in kwargs.items() if v is not None}
+
+    def relu(self, client):
+        x = np.array([-1.0, 0.5, 2.0])
+        with client as c:
+            return c.forward("relu", {"x": x})["out"]
+
+    def assert_refused(self, code, **kwargs):
+        with self.assertRaises(lc.LayerServeError) as cm:
+            self.relu(self.client(**kwargs))
+        self.assertEqual(cm.exception.code, code, str(cm.exception))
+
+    def test_everything_right(self):
+        np.testing.assert_array_equal(self.relu(self.client(**self.full())),
+                                      [0.0, 0.5, 2.0])
+        # PEM text instead of paths, and an IP address with the name the
+        # certificate is for.
+        with open(self.path("ca.pem")) as f:
+            ca = f.read()
+        with open(self.path("client.pem"), "rb") as f:
+            cert = f.read()
+        out = self.relu(self.client(host="127.0.0.1", **self.full(
+            tls_ca=ca, tls_cert=cert, tls_server_name="localhost")))
+        np.testing.assert_array_equal(out, [0.0, 0.5, 2.0])
+
+    def test_sampled_gradcheck_over_tls(self):
+        rng = np.random.default_rng(7)
+        x = rng.standard_normal((4, 10))
+        with self.client(**self.full()) as c:
+            results = c.gradcheck("affine", {"x": x,
+                                             "w": rng.standard_normal((10, 3)),
+                                             "b": rng.standard_normal(3)},
+                                  num_checks=5, seed=1, details=True)
+        self.assertEqual(len(results["x"]["checked_indices"]), 5)
+        self.assertEqual(len(results["w"]["checked_indices"]), 5)
+        self.assertEqual(len(results["b"]["checked_indices"]), 0)  # 3 <= 5
+
+    def test_token_required(self):
+        self.assert_refused(grpc.StatusCode.UNAUTHENTICATED,
+                            **self.full(auth_token=None))
+        self.assert_refused(grpc.StatusCode.UNAUTHENTICATED,
+                            **self.full(auth_token=TOKEN + "x"))
+        with self.assertRaises(lc.LayerServeError) as cm:
+            self.relu(self.client(**self.full(auth_token="wrong")))
+        self.assertNotIn("wrong", str(cm.exception))
+
+    def test_tls_and_client_certificate_required(self):
+        # Plaintext to a TLS server.
+        self.assert_refused(grpc.StatusCode.UNAVAILABLE, auth_token=TOKEN)
+        # A CA that did not sign the server's certificate.
+        self.assert_refused(grpc.StatusCode.UNAVAILABLE,
+                            **self.full(tls_ca=self.path("rogue_ca.pem")))
+        # No client certificate, or one from a CA the server does not trust.
+        self.assert_refused(grpc.StatusCode.UNAVAILABLE,
+                            **self.full(tls_cert=None, tls_key=None))
+        self.assert_refused(
+            grpc.StatusCode.UNAVAILABLE,
+            **self.full(tls_cert=self.path("rogue_client.pem"),
+                        tls_key=self.path("rogue_client.key")))
+        # A name the certificate is not for.
+        self.assert_refused(grpc.StatusCode.UNAVAILABLE,
+                            **self.full(tls_server_name="other.example"))
+
+    def test_bad_arguments(self):
+        with self.assertRaisesRegex(ValueError, "give both"):
+            lc.Client("localhost:1", tls_cert=self.path("client.pem"))
+        with self.assertRaisesRegex(ValueError, "tls_ca: cannot read"):
+            lc.Client("localhost:1", tls_ca=self.path("missing.pem"))
+        with self.assertRaisesRegex(ValueError, "printable ASCII") as cm:
+            lc.Client("localhost:1", auth_token="two words")
+        self.assertNotIn("two words", str(cm.exception))
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--server", required=True)
     parser.add_argument("--example", required=True)
+    parser.add_argument("--layerserve")
+    parser.add_argument("--make_certs")
     ARGS, rest = parser.parse_known_args()
     unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)

@@ -124,11 +124,14 @@ inline RunResult RunProcess(const std::vector<std::string>& argv,
 // The layerserve binary on 127.0.0.1:0, stderr (its call log) in a file.
 class ServerProcess {
  public:
-  // Starts the server and waits for its "listening on HOST:PORT" line.
-  static std::unique_ptr<ServerProcess> Start(const std::string& binary) {
+  // Starts the server with `flags` besides --address and waits for its
+  // "listening on HOST:PORT" line.
+  static std::unique_ptr<ServerProcess> Start(
+      const std::string& binary, const std::vector<std::string>& flags = {}) {
+    static int started = 0;
     auto p = std::unique_ptr<ServerProcess>(new ServerProcess);
     p->log_path_ = absl::StrCat(::testing::TempDir(), "layerserve_client_",
-                                getpid(), ".log");
+                                getpid(), "_", started++, ".log");
     int out[2];
     if (pipe(out) != 0) return nullptr;
     posix_spawn_file_actions_t actions;
@@ -140,6 +143,7 @@ class ServerProcess {
                                      p->log_path_.c_str(),
                                      O_WRONLY | O_CREAT | O_TRUNC, 0644);
     std::vector<std::string> args = {binary, "--address=127.0.0.1:0"};
+    args.insert(args.end(), flags.begin(), flags.end());
     std::vector<char*> cargs;
     for (std::string& a : args) cargs.push_back(a.data());
     cargs.push_back(nullptr);
@@ -181,6 +185,7 @@ class ServerProcess {
       waitpid(pid_, nullptr, 0);
     }
     if (stdout_fd_ >= 0) close(stdout_fd_);
+    if (!log_path_.empty()) unlink(log_path_.c_str());
   }
 
   // SIGTERM, then the exit code (128 + signal if it died of one).
