@@ -627,6 +627,12 @@ int RunCompare(const Args& args) {
       json.Key(g).Number(resp->grad_rel_errors().at(g));
     }
     json.EndObject();
+    json.Key("output_scaled_error").Number(resp->output_scaled_error());
+    json.Key("grad_scaled_errors").BeginObject();
+    for (const std::string& g : grads) {
+      json.Key(g).Number(resp->grad_scaled_errors().at(g));
+    }
+    json.EndObject();
     if (max_rel_error > 0) json.Key("pass").Bool(pass);
     json.EndObject();
     PrintJson(json);
@@ -646,6 +652,15 @@ int RunCompare(const Args& args) {
                 << " difference:  " << PyRepr(resp->grad_rel_errors().at(g))
                 << "\n";
     }
+    // The seed's rel_error above judges each element on its own scale; this
+    // line is what says whether the two agree to rounding.
+    std::cout << "scaled difference max|naive - fast| / max|naive|: out "
+              << absl::StrFormat("%.3g", resp->output_scaled_error());
+    for (const std::string& g : grads) {
+      std::cout << " " << g << " "
+                << absl::StrFormat("%.3g", resp->grad_scaled_errors().at(g));
+    }
+    std::cout << "\n";
     if (max_rel_error > 0) {
       std::cout << (pass ? "PASS" : "FAIL")
                 << " (differences <= " << PyRepr(max_rel_error) << ")\n";

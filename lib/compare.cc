@@ -104,14 +104,18 @@ absl::StatusOr<CompareReport> Compare(const LayerSpec& spec,
   report.fast_backward_seconds = fast.backward_seconds;
   report.backward_speedup =
       Speedup(naive.backward_seconds, fast.backward_seconds);
-  LS_ASSIGN_OR_RETURN(report.output_rel_error,
-                      RelError(naive.forward.outputs.find(def->output)->second,
-                               fast.forward.outputs.find(def->output)->second));
+  const Tensor& naive_out = naive.forward.outputs.find(def->output)->second;
+  const Tensor& fast_out = fast.forward.outputs.find(def->output)->second;
+  LS_ASSIGN_OR_RETURN(report.output_rel_error, RelError(naive_out, fast_out));
+  LS_ASSIGN_OR_RETURN(report.output_scaled_error,
+                      ScaledError(naive_out, fast_out));
   for (absl::string_view g : def->grads) {
-    LS_ASSIGN_OR_RETURN(double e,
-                        RelError(naive.backward.grads.find(g)->second,
-                                 fast.backward.grads.find(g)->second));
+    const Tensor& ng = naive.backward.grads.find(g)->second;
+    const Tensor& fg = fast.backward.grads.find(g)->second;
+    LS_ASSIGN_OR_RETURN(double e, RelError(ng, fg));
+    LS_ASSIGN_OR_RETURN(double s, ScaledError(ng, fg));
     report.grad_rel_errors.emplace(std::string(g), e);
+    report.grad_scaled_errors.emplace(std::string(g), s);
   }
   return report;
 }

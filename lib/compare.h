@@ -47,6 +47,9 @@ struct CompareReport {
   double backward_speedup = 0;
   double output_rel_error = 0;                    // rel_error(naive, fast)
   std::map<std::string, double> grad_rel_errors;  // keyed "dx", "dw", "db"
+  // ScaledError(naive, fast): max|naive - fast| / max|naive|.
+  double output_scaled_error = 0;
+  std::map<std::string, double> grad_scaled_errors;
 };
 
 // The same validation as Forward, plus INVALID_ARGUMENT for NaN/Inf in the

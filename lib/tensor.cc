@@ -239,4 +239,14 @@ absl::StatusOr<double> MaxAbsError(const Tensor& a, const Tensor& b) {
   return worst;
 }
 
+absl::StatusOr<double> ScaledError(const Tensor& ref, const Tensor& b) {
+  absl::StatusOr<double> diff = MaxAbsError(ref, b);
+  if (!diff.ok() || std::isnan(*diff)) return diff;
+  double scale = 0;
+  for (int64_t i = 0; i < ref.size(); ++i) {
+    scale = std::max(scale, std::abs(ref.GetFlat(i)));
+  }
+  return scale > 0 ? *diff / scale : *diff;
+}
+
 }  // namespace layerserve

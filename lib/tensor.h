@@ -158,6 +158,12 @@ absl::StatusOr<double> RelError(const Tensor& a, const Tensor& b);
 // Largest |a - b|; same rules as RelError.
 absl::StatusOr<double> MaxAbsError(const Tensor& a, const Tensor& b);
 
+// max|ref - b| / max|ref| (max|ref - b| when ref is all zeros): the error
+// relative to the tensor's scale. RelError judges each element on its own
+// scale, so one output that cancels to ~0 makes it ~1 for results that agree
+// to rounding; this is the figure that says whether they do.
+absl::StatusOr<double> ScaledError(const Tensor& ref, const Tensor& b);
+
 }  // namespace layerserve
 
 #endif  // LAYERSERVE_LIB_TENSOR_H_

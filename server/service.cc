@@ -531,6 +531,10 @@ absl::Status LayerServiceImpl::DoCompare(grpc::ServerContext* context,
   for (const auto& [name, e] : report->grad_rel_errors) {
     (*response->mutable_grad_rel_errors())[name] = e;
   }
+  response->set_output_scaled_error(report->output_scaled_error);
+  for (const auto& [name, e] : report->grad_scaled_errors) {
+    (*response->mutable_grad_scaled_errors())[name] = e;
+  }
   return absl::OkStatus();
 }
 

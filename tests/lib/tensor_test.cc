@@ -153,3 +153,25 @@ TEST(DType, ParsesAndNames) {
 
 }  // namespace
 }  // namespace layerserve
+
+namespace layerserve {
+namespace {
+
+TEST(ScaledError, IsMaxDiffOverTheReferencesScale) {
+  Tensor ref = Tensor::Zeros(DType::kFloat64, {3}).value();
+  Tensor b = Tensor::Zeros(DType::kFloat64, {3}).value();
+  ref.SetFlat(0, 4.0);
+  ref.SetFlat(1, 1e-12);  // cancels to ~0: rel_error blows up here
+  b.SetFlat(0, 4.0);
+  b.SetFlat(1, 2e-12);
+  EXPECT_DOUBLE_EQ(ScaledError(ref, b).value(), 1e-12 / 4.0);
+  EXPECT_GT(RelError(ref, b).value(), 1e-5);
+  // All-zero reference: the absolute difference.
+  Tensor zero = Tensor::Zeros(DType::kFloat64, {3}).value();
+  EXPECT_DOUBLE_EQ(ScaledError(zero, b).value(), 4.0);
+  EXPECT_FALSE(
+      ScaledError(ref, Tensor::Zeros(DType::kFloat64, {2}).value()).ok());
+}
+
+}  // namespace
+}  // namespace layerserve

@@ -311,5 +311,27 @@ TEST(CatalogRpc, BadParamsAndLabelsAreRejected) {
           .ok());
 }
 
+TEST(CatalogRpc, CompareReportsScaledDifferences) {
+  // float32 conv: sums of 27 rounded products. Some outputs cancel to ~0, so
+  // the seed's per-element rel_error can be large while the results agree
+  // to float32 rounding, which the scaled difference shows.
+  TensorMap in;
+  in.emplace("x", Randn(DType::kFloat32, {4, 3, 9, 9}, 1));
+  in.emplace("w", Randn(DType::kFloat32, {5, 3, 3, 3}, 2));
+  in.emplace("b", Randn(DType::kFloat32, {5}, 3));
+  v1::CompareRequest req;
+  *req.mutable_layer() = Spec("conv");
+  PutInputs(in, req.mutable_inputs());
+  req.set_seed(4);
+  v1::CompareResponse r = ValueOrDie(Client().Compare(req));
+  EXPECT_GT(r.output_scaled_error(), 0);
+  EXPECT_LT(r.output_scaled_error(), 1e-5);
+  EXPECT_LE(r.output_scaled_error(), r.output_rel_error() + 1e-7);
+  ASSERT_EQ(r.grad_scaled_errors().size(), 3u);
+  for (const auto& [name, e] : r.grad_scaled_errors()) {
+    EXPECT_LT(e, 1e-5) << name;
+  }
+}
+
 }  // namespace
 }  // namespace layerserve::testing
