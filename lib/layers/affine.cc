@@ -65,16 +65,24 @@ const LayerDef& AffineLayerDef() {
                             Input(in, "w").shape, Input(in, "b").shape));
       return TensorDesc{Input(in, "x").dtype, std::move(out)};
     };
-    d->forward = [](const LayerSpec&, Impl, const TensorMap& in,
+    d->has_fast = true;
+    d->forward = [](const LayerSpec&, Impl impl, const TensorMap& in,
                     TensorMap* outputs) {
-      return naive::AffineForward(Input(in, "x"), Input(in, "w"),
-                                  Input(in, "b"), Output(outputs, "out"));
+      const Tensor &x = Input(in, "x"), &w = Input(in, "w"),
+                   &b = Input(in, "b");
+      Tensor* out = Output(outputs, "out");
+      return impl == Impl::kNaive ? naive::AffineForward(x, w, b, out)
+                                  : fast::AffineForward(x, w, b, out);
     };
-    d->backward = [](const LayerSpec&, Impl, const TensorMap& in,
+    d->backward = [](const LayerSpec&, Impl impl, const TensorMap& in,
                      const Tensor& dout, TensorMap* g) {
-      return naive::AffineBackward(
-          Input(in, "x"), Input(in, "w"), dout, &g->find("dx")->second,
-          &g->find("dw")->second, &g->find("db")->second);
+      const Tensor &x = Input(in, "x"), &w = Input(in, "w");
+      Tensor* dx = &g->find("dx")->second;
+      Tensor* dw = &g->find("dw")->second;
+      Tensor* db = &g->find("db")->second;
+      return impl == Impl::kNaive
+                 ? naive::AffineBackward(x, w, dout, dx, dw, db)
+                 : fast::AffineBackward(x, w, dout, dx, dw, db);
     };
     return d;
   }();

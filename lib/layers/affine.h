@@ -27,6 +27,16 @@ absl::StatusOr<std::string> AffineBackward(const Tensor& x, const Tensor& w,
                                            Tensor* dw, Tensor* db);
 }  // namespace naive
 
+namespace fast {
+// float32 on oneDNN (inner product forward, matmul backward), float64 on
+// OpenBLAS dgemm.
+absl::StatusOr<std::string> AffineForward(const Tensor& x, const Tensor& w,
+                                          const Tensor& b, Tensor* out);
+absl::StatusOr<std::string> AffineBackward(const Tensor& x, const Tensor& w,
+                                           const Tensor& dout, Tensor* dx,
+                                           Tensor* dw, Tensor* db);
+}  // namespace fast
+
 }  // namespace layerserve
 
 #endif  // LAYERSERVE_LIB_LAYERS_AFFINE_H_

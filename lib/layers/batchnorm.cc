@@ -76,24 +76,34 @@ LayerDef* MakeBatchnormDef(absl::string_view name, absl::string_view summary,
                              Input(in, "running_var").shape, spec.bn));
     return TensorDesc{Input(in, "x").dtype, std::move(out)};
   };
-  d->forward = [spatial](const LayerSpec& spec, Impl, const TensorMap& in,
+  d->has_fast = true;
+  d->forward = [spatial](const LayerSpec& spec, Impl impl, const TensorMap& in,
                          TensorMap* outputs) -> absl::StatusOr<std::string> {
     const Tensor& rm = Input(in, "running_mean");
     LS_ASSIGN_OR_RETURN(Tensor new_mean, Tensor::Zeros(rm.dtype(), rm.shape()));
     LS_ASSIGN_OR_RETURN(Tensor new_var, Tensor::Zeros(rm.dtype(), rm.shape()));
+    Tensor* out = Output(outputs, "out");
     LS_ASSIGN_OR_RETURN(
         std::string name,
-        naive::BatchnormForward(BnInputs(in), spec.bn, spatial,
-                                Output(outputs, "out"), &new_mean, &new_var));
+        impl == Impl::kNaive
+            ? naive::BatchnormForward(BnInputs(in), spec.bn, spatial, out,
+                                      &new_mean, &new_var)
+            : fast::BatchnormForward(BnInputs(in), spec.bn, spatial, out,
+                                     &new_mean, &new_var));
     outputs->emplace("running_mean", std::move(new_mean));
     outputs->emplace("running_var", std::move(new_var));
     return name;
   };
-  d->backward = [spatial](const LayerSpec& spec, Impl, const TensorMap& in,
+  d->backward = [spatial](const LayerSpec& spec, Impl impl, const TensorMap& in,
                           const Tensor& dout, TensorMap* g) {
-    return naive::BatchnormBackward(
-        BnInputs(in), spec.bn, spatial, dout, &g->find("dx")->second,
-        &g->find("dgamma")->second, &g->find("dbeta")->second);
+    Tensor* dx = &g->find("dx")->second;
+    Tensor* dgamma = &g->find("dgamma")->second;
+    Tensor* dbeta = &g->find("dbeta")->second;
+    return impl == Impl::kNaive
+               ? naive::BatchnormBackward(BnInputs(in), spec.bn, spatial, dout,
+                                          dx, dgamma, dbeta)
+               : fast::BatchnormBackward(BnInputs(in), spec.bn, spatial, dout,
+                                         dx, dgamma, dbeta);
   };
   return d;
 }

@@ -51,6 +51,20 @@ absl::StatusOr<std::string> BatchnormBackward(const BatchnormTensors& in,
                                               Tensor* dbeta);
 }  // namespace naive
 
+namespace fast {
+// The naive contract, computed in double on several threads (see
+// lib/layers/fast/batchnorm.cc); results agree with naive to rounding.
+absl::StatusOr<std::string> BatchnormForward(const BatchnormTensors& in,
+                                             const BatchnormParam& p,
+                                             bool spatial, Tensor* out,
+                                             Tensor* new_mean, Tensor* new_var);
+absl::StatusOr<std::string> BatchnormBackward(const BatchnormTensors& in,
+                                              const BatchnormParam& p,
+                                              bool spatial, const Tensor& dout,
+                                              Tensor* dx, Tensor* dgamma,
+                                              Tensor* dbeta);
+}  // namespace fast
+
 }  // namespace layerserve
 
 #endif  // LAYERSERVE_LIB_LAYERS_BATCHNORM_H_

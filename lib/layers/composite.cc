@@ -1,5 +1,7 @@
-// The seed's conv_layer_utils: conv_relu and conv_relu_pool, forward and
-// backward, built from the primitives exactly as the seed chains them.
+// The seed's conv_layer_utils and the course's layer utilities: conv_relu,
+// conv_relu_pool, affine_relu, conv_batchnorm_relu and affine_batchnorm_relu,
+// forward and backward, built from the primitives exactly as the seed chains
+// them; FAST chains the fast stages.
 // Backward is stateless: it recomputes the forward intermediates.
 #include <set>
 #include <string>
@@ -199,10 +201,13 @@ absl::StatusOr<Tensor> LinearForward(Linear kind, const LayerSpec& spec,
   LS_ASSIGN_OR_RETURN(Shape shape,
                       LinearOut(kind, spec, x.shape(), w.shape(), b.shape()));
   LS_ASSIGN_OR_RETURN(Tensor a, Tensor::Zeros(x.dtype(), shape));
+  const bool use_naive = impl == Impl::kNaive;
   absl::StatusOr<std::string> n =
-      kind == Linear::kAffine ? naive::AffineForward(x, w, b, &a)
-      : impl == Impl::kNaive  ? naive::ConvForward(x, w, b, spec.conv, &a)
-                              : fast::ConvForward(x, w, b, spec.conv, &a);
+      kind == Linear::kAffine
+          ? (use_naive ? naive::AffineForward(x, w, b, &a)
+                       : fast::AffineForward(x, w, b, &a))
+          : (use_naive ? naive::ConvForward(x, w, b, spec.conv, &a)
+                       : fast::ConvForward(x, w, b, spec.conv, &a));
   if (!n.ok()) return n.status();
   names->Add(*n);
   return a;
@@ -215,11 +220,13 @@ absl::Status LinearBackward(Linear kind, const LayerSpec& spec, Impl impl,
   Tensor* dx = &g->find("dx")->second;
   Tensor* dw = &g->find("dw")->second;
   Tensor* db = &g->find("db")->second;
+  const bool use_naive = impl == Impl::kNaive;
   absl::StatusOr<std::string> n =
-      kind == Linear::kAffine ? naive::AffineBackward(x, w, da, dx, dw, db)
-      : impl == Impl::kNaive
-          ? naive::ConvBackward(x, w, spec.conv, da, dx, dw, db)
-          : fast::ConvBackward(x, w, spec.conv, da, dx, dw, db);
+      kind == Linear::kAffine
+          ? (use_naive ? naive::AffineBackward(x, w, da, dx, dw, db)
+                       : fast::AffineBackward(x, w, da, dx, dw, db))
+          : (use_naive ? naive::ConvBackward(x, w, spec.conv, da, dx, dw, db)
+                       : fast::ConvBackward(x, w, spec.conv, da, dx, dw, db));
   if (!n.ok()) return n.status();
   names->Add(*n);
   return absl::OkStatus();
@@ -242,6 +249,24 @@ BatchnormTensors BnOf(const Tensor& a, const TensorMap& in) {
           &Input(in, "running_mean"), &Input(in, "running_var")};
 }
 
+absl::StatusOr<std::string> BnForward(Impl impl, const BatchnormTensors& in,
+                                      const BatchnormParam& p, bool spatial,
+                                      Tensor* out, Tensor* new_mean,
+                                      Tensor* new_var) {
+  return impl == Impl::kNaive
+             ? naive::BatchnormForward(in, p, spatial, out, new_mean, new_var)
+             : fast::BatchnormForward(in, p, spatial, out, new_mean, new_var);
+}
+
+absl::StatusOr<std::string> BnBackward(Impl impl, const BatchnormTensors& in,
+                                       const BatchnormParam& p, bool spatial,
+                                       const Tensor& dout, Tensor* dx,
+                                       Tensor* dgamma, Tensor* dbeta) {
+  return impl == Impl::kNaive
+             ? naive::BatchnormBackward(in, p, spatial, dout, dx, dgamma, dbeta)
+             : fast::BatchnormBackward(in, p, spatial, dout, dx, dgamma, dbeta);
+}
+
 LayerDef* LinearBnReluDef(absl::string_view name, absl::string_view summary,
                           Linear kind) {
   const bool spatial = kind == Linear::kConv;
@@ -255,6 +280,7 @@ LayerDef* LinearBnReluDef(absl::string_view name, absl::string_view summary,
   d->extra_outputs = {"running_mean", "running_var"};
   d->grad_inputs = {"x", "w", "b", "gamma", "beta"};
   d->grads = {"dx", "dw", "db", "dgamma", "dbeta"};
+  d->has_fast = true;
   d->infer = [kind, spatial](const LayerSpec& spec,
                              const DescMap& in) -> absl::StatusOr<TensorDesc> {
     LS_ASSIGN_OR_RETURN(Shape a,
@@ -277,8 +303,8 @@ LayerDef* LinearBnReluDef(absl::string_view name, absl::string_view summary,
     LS_ASSIGN_OR_RETURN(Tensor new_mean, Tensor::Zeros(rm.dtype(), rm.shape()));
     LS_ASSIGN_OR_RETURN(Tensor new_var, Tensor::Zeros(rm.dtype(), rm.shape()));
     LS_ASSIGN_OR_RETURN(std::string n1,
-                        naive::BatchnormForward(BnOf(a, in), spec.bn, spatial,
-                                                &s, &new_mean, &new_var));
+                        BnForward(impl, BnOf(a, in), spec.bn, spatial, &s,
+                                  &new_mean, &new_var));
     LS_ASSIGN_OR_RETURN(std::string n2, Relu(impl, s, Output(outputs, "out")));
     names.Add(n1);
     names.Add(n2);
@@ -297,16 +323,16 @@ LayerDef* LinearBnReluDef(absl::string_view name, absl::string_view summary,
                         Tensor::Zeros(rm.dtype(), rm.shape()));
     LS_ASSIGN_OR_RETURN(Tensor scratch_var,
                         Tensor::Zeros(rm.dtype(), rm.shape()));
-    LS_RETURN_IF_ERROR(naive::BatchnormForward(BnOf(a, in), spec.bn, spatial,
-                                               &s, &scratch_mean, &scratch_var)
+    LS_RETURN_IF_ERROR(BnForward(impl, BnOf(a, in), spec.bn, spatial, &s,
+                                 &scratch_mean, &scratch_var)
                            .status());
     LS_ASSIGN_OR_RETURN(Tensor ds, Tensor::Zeros(s.dtype(), s.shape()));
     LS_ASSIGN_OR_RETURN(std::string n1, ReluBack(impl, s, dout, &ds));
     LS_ASSIGN_OR_RETURN(Tensor da, Tensor::Zeros(a.dtype(), a.shape()));
-    LS_ASSIGN_OR_RETURN(std::string n2, naive::BatchnormBackward(
-                                            BnOf(a, in), spec.bn, spatial, ds,
-                                            &da, &g->find("dgamma")->second,
-                                            &g->find("dbeta")->second));
+    LS_ASSIGN_OR_RETURN(
+        std::string n2,
+        BnBackward(impl, BnOf(a, in), spec.bn, spatial, ds, &da,
+                   &g->find("dgamma")->second, &g->find("dbeta")->second));
     names.Add(n1);
     names.Add(n2);
     LS_RETURN_IF_ERROR(LinearBackward(kind, spec, impl, in, da, g, &names));
@@ -320,7 +346,6 @@ LayerDef* LinearBnReluDef(absl::string_view name, absl::string_view summary,
 const LayerDef& AffineReluLayerDef() {
   static const LayerDef* const def = [] {
     LayerDef* d = ConvBase("affine_relu", "affine followed by relu");
-    d->has_fast = false;
     d->infer = [](const LayerSpec& spec,
                   const DescMap& in) -> absl::StatusOr<TensorDesc> {
       LS_ASSIGN_OR_RETURN(

@@ -6,19 +6,6 @@
 #include "lib/status_macros.h"
 
 namespace layerserve {
-namespace {
-
-// SplitMix64's finalizer: a bijective mix whose outputs for consecutive
-// inputs are statistically independent, which makes (seed, i) -> uniform a
-// counter-based generator: any element's draw without drawing the others.
-uint64_t Mix(uint64_t z) {
-  z += 0x9e3779b97f4a7c15ULL;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
-}  // namespace
 
 absl::Status ValidateDropoutParam(absl::string_view layer,
                                   const DropoutParam& p) {
@@ -33,7 +20,8 @@ absl::Status ValidateDropoutParam(absl::string_view layer,
 }
 
 bool DropoutKeeps(const DropoutParam& p, int64_t i) {
-  const uint64_t bits = Mix(Mix(p.seed) ^ static_cast<uint64_t>(i));
+  const uint64_t bits =
+      DropoutMix(DropoutMix(p.seed) ^ static_cast<uint64_t>(i));
   const double u = static_cast<double>(bits >> 11) * 0x1.0p-53;  // [0, 1)
   return u < p.p;
 }
@@ -82,15 +70,21 @@ const LayerDef& DropoutLayerDef() {
       LS_RETURN_IF_ERROR(ValidateDropoutParam(spec.name, spec.dropout));
       return Input(in, "x");
     };
-    d->forward = [](const LayerSpec& spec, Impl, const TensorMap& in,
+    d->has_fast = true;
+    d->forward = [](const LayerSpec& spec, Impl impl, const TensorMap& in,
                     TensorMap* outputs) {
-      return naive::DropoutForward(Input(in, "x"), spec.dropout,
-                                   Output(outputs, "out"));
+      const Tensor& x = Input(in, "x");
+      Tensor* out = Output(outputs, "out");
+      return impl == Impl::kNaive ? naive::DropoutForward(x, spec.dropout, out)
+                                  : fast::DropoutForward(x, spec.dropout, out);
     };
-    d->backward = [](const LayerSpec& spec, Impl, const TensorMap& in,
+    d->backward = [](const LayerSpec& spec, Impl impl, const TensorMap& in,
                      const Tensor& dout, TensorMap* g) {
-      return naive::DropoutBackward(Input(in, "x"), spec.dropout, dout,
-                                    &g->find("dx")->second);
+      const Tensor& x = Input(in, "x");
+      Tensor* dx = &g->find("dx")->second;
+      return impl == Impl::kNaive
+                 ? naive::DropoutBackward(x, spec.dropout, dout, dx)
+                 : fast::DropoutBackward(x, spec.dropout, dout, dx);
     };
     return d;
   }();

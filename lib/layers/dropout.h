@@ -25,7 +25,19 @@ namespace layerserve {
 absl::Status ValidateDropoutParam(absl::string_view layer,
                                   const DropoutParam& p);
 
-// Whether element i is kept: uniform(seed, i) < p.
+// SplitMix64's finalizer: a bijective mix whose outputs for consecutive
+// inputs are statistically independent, which makes (seed, i) -> uniform a
+// counter-based generator: any element's draw without drawing the others.
+// Inline so the fast kernels vectorize the very same function.
+inline uint64_t DropoutMix(uint64_t z) {
+  z += 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+// Whether element i is kept: uniform(seed, i) < p, where uniform(seed, i) =
+// (DropoutMix(DropoutMix(seed) ^ i) >> 11) * 2^-53, in [0, 1).
 bool DropoutKeeps(const DropoutParam& p, int64_t i);
 
 namespace naive {
@@ -35,6 +47,15 @@ absl::StatusOr<std::string> DropoutBackward(const Tensor& x,
                                             const DropoutParam& p,
                                             const Tensor& dout, Tensor* dx);
 }  // namespace naive
+
+namespace fast {
+// Bitwise the naive results (same mask, same rounding), on several threads.
+absl::StatusOr<std::string> DropoutForward(const Tensor& x,
+                                           const DropoutParam& p, Tensor* out);
+absl::StatusOr<std::string> DropoutBackward(const Tensor& x,
+                                            const DropoutParam& p,
+                                            const Tensor& dout, Tensor* dx);
+}  // namespace fast
 
 }  // namespace layerserve
 

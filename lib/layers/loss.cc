@@ -55,31 +55,41 @@ LayerDef* MakeLossDef(absl::string_view name, absl::string_view summary,
     // The mean loss, as a one-element tensor.
     return TensorDesc{Input(in, "x").dtype, Shape{1}};
   };
+  d->has_fast = true;
   // Label values are data, so they are checked here rather than in infer.
-  auto run = [kind](const LayerSpec& spec, const TensorMap& in, double dloss,
-                    double* loss, Tensor* dx) -> absl::Status {
+  // Returns the implementation name; dx may be null for FAST.
+  auto run = [kind](const LayerSpec& spec, Impl impl, const TensorMap& in,
+                    double dloss, double* loss,
+                    Tensor* dx) -> absl::StatusOr<std::string> {
     const Tensor& x = Input(in, "x");
     const Tensor& y = Input(in, "y");
     LS_RETURN_IF_ERROR(
         ValidateLabels(spec.name, y.data<int64_t>(), y.size(), x.dim(1)));
-    return naive::Loss(kind, x, y.data<int64_t>(), dloss, loss, dx);
-  };
-  d->forward = [run](const LayerSpec& spec, Impl, const TensorMap& in,
-                     TensorMap* outputs) -> absl::StatusOr<std::string> {
-    const Tensor& x = Input(in, "x");
-    LS_ASSIGN_OR_RETURN(Tensor dx, Tensor::Zeros(x.dtype(), x.shape()));
-    double loss = 0;
-    LS_RETURN_IF_ERROR(run(spec, in, 1.0, &loss, &dx));
-    Output(outputs, "loss")->SetFlat(0, loss);
-    return std::string("naive");
-  };
-  d->backward = [run](const LayerSpec& spec, Impl, const TensorMap& in,
-                      const Tensor& dout,
-                      TensorMap* g) -> absl::StatusOr<std::string> {
-    double loss = 0;
+    if (impl == Impl::kFast) {
+      return fast::Loss(kind, x, y.data<int64_t>(), dloss, loss, dx);
+    }
+    // The naive loop always computes dx too.
+    Tensor scratch;
+    if (dx == nullptr) {
+      LS_ASSIGN_OR_RETURN(scratch, Tensor::Zeros(x.dtype(), x.shape()));
+      dx = &scratch;
+    }
     LS_RETURN_IF_ERROR(
-        run(spec, in, dout.GetFlat(0), &loss, &g->find("dx")->second));
+        naive::Loss(kind, x, y.data<int64_t>(), dloss, loss, dx));
     return std::string("naive");
+  };
+  d->forward = [run](const LayerSpec& spec, Impl impl, const TensorMap& in,
+                     TensorMap* outputs) -> absl::StatusOr<std::string> {
+    double loss = 0;
+    LS_ASSIGN_OR_RETURN(std::string name,
+                        run(spec, impl, in, 1.0, &loss, nullptr));
+    Output(outputs, "loss")->SetFlat(0, loss);
+    return name;
+  };
+  d->backward = [run](const LayerSpec& spec, Impl impl, const TensorMap& in,
+                      const Tensor& dout, TensorMap* g) {
+    double loss = 0;
+    return run(spec, impl, in, dout.GetFlat(0), &loss, &g->find("dx")->second);
   };
   return d;
 }

@@ -32,6 +32,14 @@ absl::Status Loss(LossKind kind, const Tensor& x, const int64_t* y,
                   double dloss, double* loss, Tensor* dx);
 }  // namespace naive
 
+namespace fast {
+// naive::Loss's contract, except that dx may be null (forward needs only
+// the loss). Returns the implementation name.
+absl::StatusOr<std::string> Loss(LossKind kind, const Tensor& x,
+                                 const int64_t* y, double dloss, double* loss,
+                                 Tensor* dx);
+}  // namespace fast
+
 }  // namespace layerserve
 
 #endif  // LAYERSERVE_LIB_LAYERS_LOSS_H_

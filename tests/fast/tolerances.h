@@ -43,8 +43,26 @@ inline double ScaledTolerance(DType dtype) {
                                   : kFloat64ScaledTolerance;
 }
 
-// Max pooling and relu only select and copy values: fast must equal naive
-// exactly, in both dtypes (and for pooling, pick the same first maximum).
+// Batchnorm (and the composites that contain it) is conditioned by the
+// ratio of its inputs' magnitude to their spread: x - mean of x = 1000 +
+// 0.01 * noise loses the leading digits in any algorithm (the mean alone is
+// rounded to eps * 1000), and both sides round differently. The tolerance
+// of such a case is raised to kBatchnormCondition * kappa, with
+//   kappa = max over channels c, elements i of (|x_i| + |center_c|) /
+//           min(spread_c, sqrt(var_c + eps)),
+// x being the batchnorm's input, center_c the mean it subtracts, spread_c
+// the RMS of x - center_c over the channel (the digits x - center loses)
+// and sqrt(var_c + eps) the unit the output is measured in (the fast path
+// folds the mean into a per-channel constant, x a + b, whose rounding is
+// relative to |x| a). Our batchnorm computes in float64 for both dtypes, so
+// this is float64 rounding (eps 1.1e-16) times a margin for sums of
+// thousands of terms; observed: <= 2e-16 kappa. It only matters for
+// float64 with kappa > 100 (e.g. 6e-11 for kappa = 6000); float32's 1e-4
+// is larger until kappa reaches 1e10.
+inline constexpr double kBatchnormCondition = 1e-14;
+
+// Dropout, max pooling and relu only select and copy values: fast must equal
+// naive exactly, in both dtypes (and for pooling, pick the same first maximum).
 
 // A reference tensor with more than this fraction of exact zeros proves
 // little (a fast path returning zeros would pass), so such a case is counted
