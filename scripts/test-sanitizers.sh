@@ -61,7 +61,7 @@ for step in "${steps[@]}"; do
       # quarantine holds freed memory on purpose).
       (cd "$dir" &&
         ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:allocator_may_return_null=1" \
-        LSAN_OPTIONS="suppressions=$repo/scripts/lsan-suppressions.txt" \
+        LSAN_OPTIONS="suppressions=$repo/scripts/lsan-suppressions.txt:print_suppressions=0" \
         UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
         LAYERSERVE_LOAD_SECONDS="${LAYERSERVE_LOAD_SECONDS:-10}" \
         LAYERSERVE_LOAD_WARMUP_SECONDS=3 \
@@ -74,7 +74,7 @@ for step in "${steps[@]}"; do
       ninja -C "$dir" -j "$jobs" layerserve service_test service_e2e_test \
         hardening_admission_test hardening_cancel_test hardening_load_test
       (cd "$dir" &&
-        TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$repo/scripts/tsan-suppressions.txt" \
+        TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:print_suppressions=0:suppressions=$repo/scripts/tsan-suppressions.txt" \
         LAYERSERVE_LOAD_SECONDS="${LAYERSERVE_LOAD_SECONDS:-10}" \
         LAYERSERVE_LOAD_WARMUP_SECONDS=3 \
         ctest --output-on-failure -j"$ctest_jobs" --timeout 1800 \
