@@ -47,7 +47,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "lib/layers/fast/isa.h"
-#include "lib/status_macros.h"
 #include "lib/threading.h"
 
 namespace layerserve::fast {
@@ -64,65 +63,59 @@ LS_ALWAYS_INLINE double LaneTotal(const double (&acc)[kLanes]) {
   return s;
 }
 
-// sum x[i].
-template <typename T>
-LS_ALWAYS_INLINE double Sum(const T* x, int64_t n) {
-  double acc[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int j = 0; j < kLanes; ++j) acc[j] += static_cast<double>(x[i + j]);
-  }
-  for (; i < n; ++i) acc[i % kLanes] += static_cast<double>(x[i]);
-  return LaneTotal(acc);
-}
+// The sums a plane needs, in one loop over it (each converted value is
+// used for all of them), each in kLanes accumulators, around a shift k:
+//   s1 = sum (x - k),  s2 = sum (x - k)^2 (kSquares),
+//   a = sum dy,  b = sum dy (x - k) (kGrad).
+struct Moments {
+  double s1 = 0, s2 = 0, a = 0, b = 0;
+};
 
-// sum (x[i] - c)^2.
-template <typename T>
-LS_ALWAYS_INLINE double SumSquaredDeviations(const T* x, int64_t n, double c) {
-  double acc[kLanes] = {};
+template <typename T, bool kSquares, bool kGrad>
+LS_ALWAYS_INLINE Moments PlaneMoments(const T* x, const T* dy, int64_t n,
+                                      double k) {
+  double s1[kLanes] = {}, s2[kLanes] = {}, a[kLanes] = {}, b[kLanes] = {};
+  auto add = [&](int64_t i, int j) LS_ALWAYS_INLINE_LAMBDA {
+    const double v = static_cast<double>(x[i]) - k;
+    s1[j] += v;
+    if constexpr (kSquares) s2[j] += v * v;
+    if constexpr (kGrad) {
+      const double g = static_cast<double>(dy[i]);
+      a[j] += g;
+      b[j] += g * v;
+    }
+  };
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
-    for (int j = 0; j < kLanes; ++j) {
-      const double d = static_cast<double>(x[i + j]) - c;
-      acc[j] += d * d;
-    }
+    for (int j = 0; j < kLanes; ++j) add(i + j, j);
   }
-  for (; i < n; ++i) {
-    const double d = static_cast<double>(x[i]) - c;
-    acc[i % kLanes] += d * d;
-  }
-  return LaneTotal(acc);
-}
-
-// sum dy[i] * (x[i] - c).
-template <typename T>
-LS_ALWAYS_INLINE double SumProductDeviations(const T* x, const T* dy, int64_t n,
-                                             double c) {
-  double acc[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int j = 0; j < kLanes; ++j) {
-      acc[j] +=
-          static_cast<double>(dy[i + j]) * (static_cast<double>(x[i + j]) - c);
-    }
-  }
-  for (; i < n; ++i) {
-    acc[i % kLanes] +=
-        static_cast<double>(dy[i]) * (static_cast<double>(x[i]) - c);
-  }
-  return LaneTotal(acc);
+  for (; i < n; ++i) add(i, static_cast<int>(i % kLanes));
+  return Moments{LaneTotal(s1), LaneTotal(s2), LaneTotal(a), LaneTotal(b)};
 }
 
 // ---- spatial: planes [p0, p1) of `inner` values; plane p is channel p % C.
+//
+// Per plane statistics: float32 takes one pass around a shift (the plane's
+// first value; see ColStatsBody for why that is exact enough), float64 two
+// (the plane's mean, then deviations from it), both while the plane is in
+// cache.
 
 // Per plane: its sum and its squared deviations from its own mean.
 template <typename T>
 LS_ALWAYS_INLINE void PlaneStatsBody(const T* x, int64_t inner, int64_t p0,
                                      int64_t p1, double* sum, double* m2) {
+  const double n = static_cast<double>(inner);
   for (int64_t p = p0; p < p1; ++p) {
     const T* xp = x + p * inner;
-    sum[p] = Sum(xp, inner);
-    m2[p] = SumSquaredDeviations(xp, inner, sum[p] / inner);
+    if constexpr (std::is_same_v<T, float>) {
+      const double k = xp[0];
+      const Moments m = PlaneMoments<T, true, false>(xp, nullptr, inner, k);
+      sum[p] = n * k + m.s1;
+      m2[p] = std::max(0.0, m.s2 - m.s1 * m.s1 / n);
+    } else {
+      sum[p] = PlaneMoments<T, false, false>(xp, nullptr, inner, 0).s1;
+      m2[p] = PlaneMoments<T, true, false>(xp, nullptr, inner, sum[p] / n).s2;
+    }
   }
 }
 LS_ISA_VARIANTS(PlaneStats, PlaneStatsBody)
@@ -136,19 +129,34 @@ LS_ALWAYS_INLINE void PlaneGradSumsBody(const T* x, const T* dy, int64_t inner,
                                         int64_t p1, const double* center,
                                         double* sum, double* m2, double* sum_dy,
                                         double* sum_dyx) {
+  const double n = static_cast<double>(inner);
   for (int64_t p = p0; p < p1; ++p) {
     const T* xp = x + p * inner;
     const T* dyp = dy + p * inner;
-    double c;
-    if (center == nullptr) {
-      sum[p] = Sum(xp, inner);
-      c = sum[p] / inner;
-      m2[p] = SumSquaredDeviations(xp, inner, c);
-    } else {
-      c = center[p % channels];
+    if (center != nullptr) {
+      const Moments m =
+          PlaneMoments<T, false, true>(xp, dyp, inner, center[p % channels]);
+      sum_dy[p] = m.a;
+      sum_dyx[p] = m.b;
+      continue;
     }
-    sum_dy[p] = Sum(dyp, inner);
-    sum_dyx[p] = SumProductDeviations(xp, dyp, inner, c);
+    if constexpr (std::is_same_v<T, float>) {
+      const double k = xp[0];
+      const Moments m = PlaneMoments<T, true, true>(xp, dyp, inner, k);
+      sum[p] = n * k + m.s1;
+      m2[p] = std::max(0.0, m.s2 - m.s1 * m.s1 / n);
+      sum_dy[p] = m.a;
+      // sum dy (x - mean_p) = sum dy (x - k) - (mean_p - k) sum dy.
+      sum_dyx[p] = m.b - (m.s1 / n) * m.a;
+    } else {
+      const Moments first = PlaneMoments<T, false, true>(xp, dyp, inner, 0);
+      sum[p] = first.s1;
+      sum_dy[p] = first.a;
+      const Moments m =
+          PlaneMoments<T, true, true>(xp, dyp, inner, first.s1 / n);
+      m2[p] = m.s2;
+      sum_dyx[p] = m.b;
+    }
   }
 }
 LS_ISA_VARIANTS(PlaneGradSums, PlaneGradSumsBody)
@@ -211,39 +219,79 @@ constexpr int64_t kColBlock = 32;
 //    so var = E[(x-k)^2] - E[x-k]^2 only loses digits to (k - mean)^2 / var
 //    times eps64, far below float32's resolution for any row 0.
 //  - float64: two passes (mean, then squared deviations), as naive does.
+// Runs body(row pointer offset, d) over rows [0, rows) four rows at a
+// time: the per-feature sums are loaded and stored once per four rows
+// (those loads and stores, not the arithmetic, bound these loops).
+template <typename Body4, typename Body1>
+LS_ALWAYS_INLINE void ForRows(int64_t first, int64_t rows, Body4&& body4,
+                              Body1&& body1) {
+  int64_t n = first;
+  for (; n + 4 <= rows; n += 4) body4(n);
+  for (; n < rows; ++n) body1(n);
+}
+
 template <typename T>
 LS_ALWAYS_INLINE void ColStatsBody(const T* x, int64_t rows, int64_t cols,
                                    int64_t d0, int64_t d1, double* mean,
                                    double* var) {
   const double inv_rows = 1.0 / static_cast<double>(rows);
   for (int64_t d = d0; d < d1; ++d) mean[d] = var[d] = 0;
+  auto at = [&](int64_t n, int64_t d) LS_ALWAYS_INLINE_LAMBDA {
+    return static_cast<double>(x[n * cols + d]);
+  };
   if constexpr (std::is_same_v<T, float>) {
-    for (int64_t n = 1; n < rows; ++n) {
-      const T* xr = x + n * cols;
-      for (int64_t d = d0; d < d1; ++d) {
-        const double v = static_cast<double>(xr[d]) - static_cast<double>(x[d]);
-        mean[d] += v;
-        var[d] += v * v;
-      }
-    }
+    ForRows(
+        1, rows,
+        [&](int64_t n) LS_ALWAYS_INLINE_LAMBDA {
+          for (int64_t d = d0; d < d1; ++d) {
+            const double k = at(0, d);
+            const double v0 = at(n, d) - k, v1 = at(n + 1, d) - k;
+            const double v2 = at(n + 2, d) - k, v3 = at(n + 3, d) - k;
+            mean[d] += (v0 + v1) + (v2 + v3);
+            var[d] += (v0 * v0 + v1 * v1) + (v2 * v2 + v3 * v3);
+          }
+        },
+        [&](int64_t n) LS_ALWAYS_INLINE_LAMBDA {
+          for (int64_t d = d0; d < d1; ++d) {
+            const double v = at(n, d) - at(0, d);
+            mean[d] += v;
+            var[d] += v * v;
+          }
+        });
     for (int64_t d = d0; d < d1; ++d) {
       const double m = mean[d] * inv_rows;
-      mean[d] = static_cast<double>(x[d]) + m;
+      mean[d] = at(0, d) + m;
       var[d] = std::max(0.0, var[d] * inv_rows - m * m);
     }
   } else {
-    for (int64_t n = 0; n < rows; ++n) {
-      const T* xr = x + n * cols;
-      for (int64_t d = d0; d < d1; ++d) mean[d] += static_cast<double>(xr[d]);
-    }
+    ForRows(
+        0, rows,
+        [&](int64_t n) LS_ALWAYS_INLINE_LAMBDA {
+          for (int64_t d = d0; d < d1; ++d) {
+            mean[d] +=
+                (at(n, d) + at(n + 1, d)) + (at(n + 2, d) + at(n + 3, d));
+          }
+        },
+        [&](int64_t n) LS_ALWAYS_INLINE_LAMBDA {
+          for (int64_t d = d0; d < d1; ++d) mean[d] += at(n, d);
+        });
     for (int64_t d = d0; d < d1; ++d) mean[d] *= inv_rows;
-    for (int64_t n = 0; n < rows; ++n) {
-      const T* xr = x + n * cols;
-      for (int64_t d = d0; d < d1; ++d) {
-        const double v = static_cast<double>(xr[d]) - mean[d];
-        var[d] += v * v;
-      }
-    }
+    ForRows(
+        0, rows,
+        [&](int64_t n) LS_ALWAYS_INLINE_LAMBDA {
+          for (int64_t d = d0; d < d1; ++d) {
+            const double m = mean[d];
+            const double v0 = at(n, d) - m, v1 = at(n + 1, d) - m;
+            const double v2 = at(n + 2, d) - m, v3 = at(n + 3, d) - m;
+            var[d] += (v0 * v0 + v1 * v1) + (v2 * v2 + v3 * v3);
+          }
+        },
+        [&](int64_t n) LS_ALWAYS_INLINE_LAMBDA {
+          for (int64_t d = d0; d < d1; ++d) {
+            const double v = at(n, d) - mean[d];
+            var[d] += v * v;
+          }
+        });
     for (int64_t d = d0; d < d1; ++d) var[d] *= inv_rows;
   }
 }
@@ -256,15 +304,31 @@ LS_ALWAYS_INLINE void ColGradSumsBody(const T* x, const T* dy, int64_t rows,
                                       const double* center, double* sum_dy,
                                       double* sum_dyx) {
   for (int64_t d = d0; d < d1; ++d) sum_dy[d] = sum_dyx[d] = 0;
-  for (int64_t n = 0; n < rows; ++n) {
-    const T* xr = x + n * cols;
-    const T* dyr = dy + n * cols;
-    for (int64_t d = d0; d < d1; ++d) {
-      const double g = static_cast<double>(dyr[d]);
-      sum_dy[d] += g;
-      sum_dyx[d] += g * (static_cast<double>(xr[d]) - center[d]);
-    }
-  }
+  auto xs = [&](int64_t n, int64_t d) LS_ALWAYS_INLINE_LAMBDA {
+    return static_cast<double>(x[n * cols + d]);
+  };
+  auto gs = [&](int64_t n, int64_t d) LS_ALWAYS_INLINE_LAMBDA {
+    return static_cast<double>(dy[n * cols + d]);
+  };
+  ForRows(
+      0, rows,
+      [&](int64_t n) LS_ALWAYS_INLINE_LAMBDA {
+        for (int64_t d = d0; d < d1; ++d) {
+          const double c = center[d];
+          const double g0 = gs(n, d), g1 = gs(n + 1, d);
+          const double g2 = gs(n + 2, d), g3 = gs(n + 3, d);
+          sum_dy[d] += (g0 + g1) + (g2 + g3);
+          sum_dyx[d] += (g0 * (xs(n, d) - c) + g1 * (xs(n + 1, d) - c)) +
+                        (g2 * (xs(n + 2, d) - c) + g3 * (xs(n + 3, d) - c));
+        }
+      },
+      [&](int64_t n) LS_ALWAYS_INLINE_LAMBDA {
+        for (int64_t d = d0; d < d1; ++d) {
+          const double g = gs(n, d);
+          sum_dy[d] += g;
+          sum_dyx[d] += g * (xs(n, d) - center[d]);
+        }
+      });
 }
 LS_ISA_VARIANTS(ColGradSums, ColGradSumsBody)
 

@@ -39,6 +39,8 @@ absl::string_view IsaName(Isa isa);
 }  // namespace layerserve::fast
 
 #define LS_ALWAYS_INLINE inline __attribute__((always_inline))
+// For lambdas inside kernel bodies: `[&](...) LS_ALWAYS_INLINE_LAMBDA {}`.
+#define LS_ALWAYS_INLINE_LAMBDA __attribute__((always_inline))
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define LS_TARGET_AVX2 __attribute__((target("avx2,fma,bmi,bmi2")))
