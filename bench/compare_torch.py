@@ -7,7 +7,9 @@ output), and prints one row per case/dtype/direction:
 
   naive ms | fast ms | fast impl | fast/naive | torch ms | torch/fast | GFLOP/s
 
-"torch/fast" > 1 means we are faster than PyTorch.
+"torch/fast" > 1 means we are faster than PyTorch. A "(!)" after it marks a
+row measured while the machine was busy (wall time well above the main
+thread's CPU time, on either side): rerun those cases with --filter.
 
 What is timed on the PyTorch side:
   conv fwd   F.conv2d(x, w, b) under torch.no_grad()
@@ -21,6 +23,14 @@ What is timed on the PyTorch side:
              each window's argmax again from x; the "torch kernel ms" column
              shows aten's bare backward kernels (no autograd engine) for
              reference.
+
+OpenBLAS: PyTorch's float64 conv runs im2col + GEMM on the system BLAS
+(libblas.so.3 -> OpenBLAS), as our float64 path does. OpenBLAS 0.3.21 does
+not recognize newer CPUs and falls back to its slow "Prescott" kernels; our
+library re-runs its kernel selection (lib/layers/fast/openblas_kernels.cc),
+so for a fair comparison this script exports the same OPENBLAS_CORETYPE
+before importing torch (as bench/compare_torch_catalog.py does), unless it
+is already set or --no-openblas-coretype is given; the header says which.
 
 Use Debian's python (/usr/bin/python3), which has python3-torch; install it
 with scripts/install-bench-deps.sh. Example:
@@ -38,6 +48,9 @@ import statistics
 import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compare_torch_catalog import best_openblas_coretype  # noqa: E402
 
 # The cases of bench/layers_bench.cc, by name. conv: x, w, stride, pad.
 # pool: x, (pool_height, pool_width), stride.
@@ -246,11 +259,26 @@ def main():
                     help="torch.set_num_threads (ours uses every core)")
     ap.add_argument("--filter", default="",
                     help="regex over case names, e.g. 'conv_seed|pool_seed'")
+    ap.add_argument("--no-openblas-coretype", action="store_true",
+                    help="leave OPENBLAS_CORETYPE alone for torch")
     ap.add_argument("--markdown", action="store_true",
                     help="print a Markdown table (for bench/RESULTS.md)")
     args = ap.parse_args()
 
-    import torch  # late: --help works without torch
+    coretype_note = "OPENBLAS_CORETYPE unset"
+    if os.environ.get("OPENBLAS_CORETYPE"):
+        coretype_note = (f"OPENBLAS_CORETYPE={os.environ['OPENBLAS_CORETYPE']}"
+                         " (from the environment)")
+    elif not args.no_openblas_coretype:
+        core = best_openblas_coretype()
+        if core:
+            # Before torch loads OpenBLAS, which reads the variable once.
+            # Our binary inherits it too, which changes nothing: it would
+            # pick the same kernels itself.
+            os.environ["OPENBLAS_CORETYPE"] = core
+            coretype_note = (f"OPENBLAS_CORETYPE={core} (set by this script, "
+                             "as our library does for itself)")
+    import torch  # late: --help works without torch, and after the env
 
     torch.set_num_threads(args.threads)
     names = [n for n in CASE_ORDER
@@ -311,8 +339,8 @@ def main():
     ctx = doc.get("context", {})
     header = [
         f"machine: {model}, {cores} cores; {time.strftime('%Y-%m-%d %H:%M %Z')}",
-        f"torch {torch.__version__} with {torch.get_num_threads()} threads; "
-        f"ours: {ctx.get('layerserve_threads', '?')} threads",
+        f"torch {torch.__version__} with {torch.get_num_threads()} threads, "
+        f"{coretype_note}; ours: {ctx.get('layerserve_threads', '?')} threads",
         f"statistic: {args.stat} of {args.repetitions} repetitions "
         f"(>= {args.min_time} s each)",
     ]

@@ -320,8 +320,9 @@ TEST(PoolFastTest, GeneratedSweep) {
   }
 }
 
-// Large enough that ParallelFor splits the planes; the budget is raised so
-// the split happens on a one-core machine too.
+// Large enough that ParallelFor splits the planes (over a million window
+// reads: several times the fast code's per-thread minimum); the budget is
+// raised so the split happens on a one-core machine too.
 class PoolFastThreadsTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -333,12 +334,12 @@ class PoolFastThreadsTest : public ::testing::Test {
 };
 
 TEST_F(PoolFastThreadsTest, TiledSplitsOverPlanes) {
-  PoolCase().batch(8).channels(37).input(32, 30).pool(2, 2).stride(2).Test();
+  PoolCase().batch(8).channels(37).input(64, 60).pool(2, 2).stride(2).Test();
 }
 
 TEST_F(PoolFastThreadsTest, GeneralSplitsOverPlanes) {
-  PoolCase().batch(4).channels(33).input(31, 29).pool(3, 3).stride(2).Test();
-  PoolCase().batch(3).channels(40).input(24, 24).pool(3, 2).stride(1).Test();
+  PoolCase().batch(4).channels(33).input(61, 59).pool(3, 3).stride(2).Test();
+  PoolCase().batch(3).channels(40).input(48, 48).pool(3, 2).stride(1).Test();
 }
 
 TEST(PoolFastTest, NaNWinsAndTheFirstNaNIsKept) {

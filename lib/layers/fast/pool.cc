@@ -57,12 +57,22 @@ Dims DimsOf(const Tensor& x, const Shape& out, const PoolParam& p) {
               p.pool_height,       p.pool_width, p.stride};
 }
 
-// Runs fn(first_plane, end_plane) over all planes, on several threads only
-// when each thread gets at least kElementwiseGrain input elements.
+// Window reads (N*C*Ho*Wo*ph*pw) below which another thread costs more than
+// it saves: about 80 us of one thread's work here, the same bar as the conv's
+// kMinFlopsPerThread. Waking an OpenMP team takes microseconds, and on a
+// loaded machine a parallel region can wait a whole scheduler tick for its
+// second thread, which small problems cannot amortize. (The seed's
+// (100,3,32,32) 2x2 pooling stays on one thread.)
+constexpr int64_t kMinReadsPerThread = int64_t{1} << 18;
+
+// Runs fn(first_plane, end_plane) over all planes, splitting them among
+// threads only in chunks of at least kMinReadsPerThread window reads.
 template <typename Fn>
 void ForPlanes(const Dims d, Fn&& fn) {
-  const int64_t plane_elems = std::max<int64_t>(1, d.h * d.w);
-  const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / plane_elems);
+  const int64_t reads_per_plane =
+      std::max<int64_t>(1, d.ho * d.wo * d.ph * d.pw);
+  const int64_t grain =
+      (kMinReadsPerThread + reads_per_plane - 1) / reads_per_plane;
   ParallelFor(d.planes, grain, fn);
 }
 
